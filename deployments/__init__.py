@@ -1,0 +1,1 @@
+"""Set-up of the Prefect objects the deployments need."""

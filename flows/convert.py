@@ -1,0 +1,200 @@
+"""The `objectron-to-wds` flow: list, assemble, plan, write specs, build shards, index.
+
+This module only composes the stages in `tasks/`; each stage's logic is a plain function there.
+Run it with `objectron-wds convert ...`, `python flows/convert.py ...`, or a deployment.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python flows/convert.py`: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.build import STATUS_BUILT, ShardStats, build
+from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_parameters
+from tasks.index import write_index
+from tasks.listing import list_source
+from tasks.planning import plan_shards
+from tasks.samples import assemble
+from tasks.specs import upload_shard_specs
+
+
+class NoSamples(InvalidInput):
+    """The source (after filters) holds no video that can become a sample."""
+
+
+class ShardsFailed(RuntimeError):
+    """Some shards could not be built; the others are complete and a re-run resumes."""
+
+
+@flow(
+    name="objectron-to-wds",
+    flow_run_name="objectron-to-wds {series}: {source} -> {dest}",
+    # The window below keeps at most `concurrency` builds in flight; the pool is only a ceiling.
+    # (Prefect's own annotation of task_runner is invariant in the future type, hence the ignore.)
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY),  # type: ignore[arg-type]
+    validate_parameters=True,
+)
+def objectron_to_wds(
+    dest: str,
+    source: str = "gs://objectron",
+    listing_file: str | None = None,
+    shard_size: int = 100,
+    max_shards: int | None = None,
+    shuffle_seed: int | None = 0,
+    only_with_anno: bool = False,
+    classes: list[str] | None = None,
+    series: str = "objectron",
+    concurrency: int = 4,
+    concurrency_limit: str | None = "objectron-wds-build",
+    chunk_size_mib: int = 16,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Convert an Objectron-shaped bucket or folder into WebDataset shards.
+
+    Args:
+        dest: Where shards, specs, stats and the shard index go: `gs://BUCKET/PREFIX` or a local
+            folder. Must not lie inside `source`.
+        source: The Objectron bucket (`gs://objectron`, read anonymously) or a copy of it: a
+            `gs://` URL or a local folder with `videos/`, `annotations/` and `v1/index/`.
+        listing_file: Optional `gsutil ls -r` (or `ls -l -r`) output to use instead of listing
+            the bucket through the API; a local path or a gs:// URL.
+        shard_size: Samples (videos) per shard; the last shard may hold fewer.
+        max_shards: Build at most this many shards (the first ones of the plan); empty = all.
+        shuffle_seed: Seed of the shuffle applied to the key-sorted samples before cutting
+            shards; empty = keep key order. Changing it changes every shard.
+        only_with_anno: Keep only videos that have an annotation file.
+        classes: Only these classes (e.g. ["bike", "cup"]); empty = all nine.
+        series: First part of every shard name: SERIES-000000.tar.
+        concurrency: Shards built at the same time by this run.
+        concurrency_limit: Name of a Prefect global concurrency limit that bounds builds across
+            all runs and workers (created by `objectron-wds setup`); empty = none. A name with
+            no limit behind it does not bound anything.
+        chunk_size_mib: Upload and download chunk size in MiB; memory per build is about
+            three chunks.
+        overwrite: Replace shards and specs at the destination that came from a different
+            plan. Off by default: such a run is refused before writing anything.
+    """
+    logger = get_run_logger()
+    validate_parameters(
+        shard_size=shard_size,
+        max_shards=max_shards,
+        concurrency=concurrency,
+        chunk_size_mib=chunk_size_mib,
+        series=series,
+    )
+    preflight(source, dest)
+    objects = list_source(source, listing_file)
+    assembly = assemble(source, objects, only_with_anno, classes)
+    if not assembly.samples:
+        raise NoSamples(
+            f"no samples under {source}: {len(objects)} objects listed, left out: "
+            f"{assembly.skipped_counts() or 'nothing'}. Check the source URL (it should hold "
+            "videos/CLASS/batch-I/J/video.MOV) and the classes / only_with_anno filters."
+        )
+    plans = plan_shards(
+        assembly.samples,
+        shard_size=shard_size,
+        max_shards=max_shards,
+        shuffle_seed=shuffle_seed,
+        series=series,
+    )
+    logger.info(
+        "Plan: %d samples into %d shards of up to %d (seed %s)",
+        sum(len(p.samples) for p in plans), len(plans), shard_size, shuffle_seed,
+    )  # fmt: skip
+    specs = upload_shard_specs(source, dest, plans, overwrite)
+    existing = set(specs.existing_shards)
+
+    # A shard missing at the destination is always built, even if a cache record says it was
+    # built once (it may have been deleted since); a present one may be answered from the cache.
+    build_missing = build.with_options(refresh_cache=True)
+    stats: list[ShardStats] = []
+    failures: list[str] = []
+    in_flight: dict[PrefectFuture[ShardStats], str] = {}
+
+    def collect(future: PrefectFuture[ShardStats]) -> None:
+        shard = in_flight.pop(future)
+        try:
+            stats.append(future.result())
+        except Exception as exc:
+            failures.append(f"{shard}: {type(exc).__name__}: {exc}")
+
+    for shard, digest in specs.digests.items():
+        while len(in_flight) >= concurrency:
+            collect(next(as_completed(list(in_flight))))
+        task = build if shard in existing else build_missing
+        future = task.submit(
+            source, dest, shard, digest, overwrite, chunk_size_mib, concurrency_limit
+        )
+        in_flight[future] = shard
+    for future in as_completed(list(in_flight)):
+        collect(future)
+
+    built = sum(s.status == STATUS_BUILT for s in stats)
+    summary: dict[str, Any] = {
+        "dest": dest,
+        "shards": len(plans),
+        "built": built,
+        "skipped": len(stats) - built,
+        "failed": len(failures),
+        "samples": sum(s.samples for s in stats),
+        "tar_bytes": sum(s.tar_bytes for s in stats),
+        "left_out": assembly.skipped_counts(),
+        "no_split": len(assembly.no_split),
+        "index": None,
+    }
+    if failures:
+        create_markdown_artifact(
+            key="objectron-wds-summary",
+            markdown=_summary_markdown(summary, failures),
+            description="objectron-to-wds run summary",
+        )
+        raise ShardsFailed(
+            f"{len(failures)} of {len(plans)} shards failed (the others are complete; "
+            f"run again to resume): " + "; ".join(failures[:5])
+        )
+    summary["index"] = write_index(dest, series, stats)
+    create_markdown_artifact(
+        key="objectron-wds-summary",
+        markdown=_summary_markdown(summary, failures),
+        description="objectron-to-wds run summary",
+    )
+    logger.info(
+        "Done: %d shards (%d built, %d already there), %d samples, %s bytes; index %s",
+        summary["shards"], built, summary["skipped"], summary["samples"],
+        f"{summary['tar_bytes']:,}", summary["index"],
+    )  # fmt: skip
+    return summary
+
+
+def _summary_markdown(summary: dict[str, Any], failures: list[str]) -> str:
+    lines = [
+        "# objectron-to-wds",
+        "",
+        f"- destination: `{summary['dest']}`",
+        f"- shards planned: {summary['shards']}; built: {summary['built']}; "
+        f"already there: {summary['skipped']}; failed: {summary['failed']}",
+        f"- samples: {summary['samples']}; bytes: {summary['tar_bytes']:,}",
+        f"- left out of the plan: {summary['left_out'] or 'nothing'}",
+        f"- shard index: `{summary['index']}`"
+        if summary["index"]
+        else "- shard index: not written",
+    ]
+    if failures:
+        lines += ["", "## Failed shards", ""] + [f"- {failure}" for failure in failures[:50]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    sys.exit(main(["convert", *sys.argv[1:]]))

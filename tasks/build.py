@@ -1,0 +1,319 @@
+"""Stage 5, shard building: stream every member from the source into a tar that is uploaded as
+it is written.
+
+- Memory does not grow with member or shard size: members are copied in fixed pieces, and the
+  storage writer holds at most one upload chunk.
+- The shard appears at its final name only complete (`Storage.open_create`), and never replaces
+  another object; an interrupted build leaves nothing there.
+- Tar headers have fixed fields (mtime, owner, mode, order) and the first header is a pax global
+  header recording the spec digest, so the same plan gives byte-identical shards, and a later
+  run can tell whether an existing shard came from the same spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+import google_crc32c
+from prefect import get_run_logger, task
+from prefect.concurrency.sync import concurrency
+
+from tasks.policy import RETRY_POLICY
+from tasks.specs import MemberSpec, ShardFiles, ShardSpec
+from tasks.storage import (
+    AlreadyExists,
+    SourceChanged,
+    Storage,
+    TransientStorageError,
+    b64_to_hex,
+)
+
+BLOCK = tarfile.BLOCKSIZE  # 512
+RECORD = tarfile.RECORDSIZE  # 10240: tar files are padded to whole records, as GNU tar does
+COPY_PIECE = 1024 * 1024
+# A fixed timestamp for every member (2020-11-04, the Objectron release), so output does not
+# depend on when it was built.
+FIXED_MTIME = 1604448000
+DIGEST_COMMENT_PREFIX = "objectron-wds spec sha256:"
+
+STATUS_BUILT = "built"
+STATUS_EXISTS = "exists"
+
+
+class ShardConflict(Exception):
+    """An object at the shard's name was built from a different spec (or is not ours)."""
+
+
+@dataclass
+class MemberStats:
+    name: str
+    size: int
+    crc32c: str  # hex, computed while streaming
+
+
+@dataclass
+class ShardStats:
+    """What one shard holds; written beside it as `NAME.stats.json` once the tar is complete."""
+
+    shard: str
+    spec_digest: str
+    status: str
+    samples: int
+    tar_bytes: int
+    source_bytes: int
+    seconds: float
+    members: list[MemberStats] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ShardStats:
+        document = json.loads(data)
+        document["members"] = [MemberStats(**m) for m in document.get("members", [])]
+        return cls(**document)
+
+
+def _member_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = FIXED_MTIME
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    # PAX: names longer than 100 bytes or not ASCII get an extended header instead of failing.
+    return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+class TarStreamWriter:
+    """Writes a tar archive sequentially to a file object, member by member."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.offset = 0
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.out.write(data)
+        self.offset += len(data)
+
+    def _pad(self, multiple: int) -> None:
+        remainder = self.offset % multiple
+        if remainder:
+            self._write(bytes(multiple - remainder))
+
+    def write_global_header(self, headers: dict[str, str]) -> None:
+        self._write(tarfile.TarInfo.create_pax_global_header(headers))
+
+    def add_bytes(self, name: str, data: bytes) -> str:
+        """Add a member from memory; returns its CRC32C (hex)."""
+        return self.add_stream(name, len(data), io.BytesIO(data))
+
+    def add_stream(
+        self, name: str, size: int, reader: IO[bytes], on_bytes: Callable[[int], None] | None = None
+    ) -> str:
+        """Copy exactly `size` bytes from `reader` as member `name`; returns its CRC32C (hex).
+
+        Raises:
+            SourceChanged: the reader ended before `size` bytes.
+        """
+        self._write(_member_header(name, size))
+        checksum = google_crc32c.Checksum()
+        remaining = size
+        while remaining:
+            piece = reader.read(min(COPY_PIECE, remaining))
+            if not piece:
+                raise SourceChanged(
+                    f"{name}: source ended after {size - remaining} of {size} bytes"
+                )
+            checksum.update(piece)
+            self._write(piece)
+            remaining -= len(piece)
+            if on_bytes is not None:
+                on_bytes(len(piece))
+        self._pad(BLOCK)
+        return checksum.digest().hex()
+
+    def close(self) -> None:
+        """End-of-archive: two zero blocks, then padding to a whole record."""
+        self._write(bytes(2 * BLOCK))
+        self._pad(RECORD)
+
+
+def read_recorded_digest(head: bytes) -> str | None:
+    """The spec digest a shard recorded in its leading pax global header, or None."""
+    if len(head) < BLOCK:
+        return None
+    try:
+        info = tarfile.TarInfo.frombuf(head[:BLOCK], "utf-8", "strict")
+    except tarfile.HeaderError:
+        return None
+    if info.type != tarfile.XGLTYPE:
+        return None
+    payload = head[BLOCK : BLOCK + info.size].decode("utf-8", errors="replace")
+    for record in payload.split("\n"):
+        _length, _, keyvalue = record.partition(" ")
+        key, _, value = keyvalue.partition("=")
+        if key == "comment" and value.startswith(DIGEST_COMMENT_PREFIX):
+            return value[len(DIGEST_COMMENT_PREFIX) :]
+    return None
+
+
+def _check_checksum(member: MemberSpec, actual_hex: str, url: str) -> None:
+    expected = b64_to_hex(member.crc32c)
+    if expected is not None and expected != actual_hex:
+        # Same generation, different bytes: the read was corrupted in transit; a retry may cure.
+        raise TransientStorageError(
+            f"{url}: CRC32C {actual_hex} does not match the listing's {expected}"
+        )
+
+
+def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardStats:
+    """Stats of a shard that exists already: its stats file if present, else from the spec."""
+    files = ShardFiles(spec.base)
+    if dest.exists(files.stats):
+        stats = ShardStats.from_json(dest.read_bytes(files.stats))
+        if stats.spec_digest == digest:
+            stats.status = STATUS_EXISTS
+            return stats
+    info = dest.stat(files.tar)
+    return ShardStats(
+        shard=spec.shard,
+        spec_digest=digest,
+        status=STATUS_EXISTS,
+        samples=spec.samples,
+        tar_bytes=info.size if info else 0,
+        source_bytes=sum(m.size for m in spec.members),
+        seconds=0.0,
+    )
+
+
+def build_shard(
+    source: Storage,
+    dest: Storage,
+    spec: ShardSpec,
+    *,
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> ShardStats:
+    """Build one shard at `dest` from its spec, or confirm it is there already.
+
+    Raises:
+        ShardConflict: an object at the shard's name has another (or no) spec digest and
+            `overwrite` is False.
+        SourceChanged: a source no longer has its planned generation or size.
+    """
+    digest = spec.digest
+    files = ShardFiles(spec.base)
+    if dest.exists(files.tar):
+        found = read_recorded_digest(dest.read_head(files.tar, 4 * BLOCK))
+        if found == digest:
+            log(f"{spec.shard}: exists with the same spec, skipped")
+            return existing_shard_stats(dest, spec, digest)
+        if not overwrite:
+            raise ShardConflict(
+                f"{dest.url_for(files.tar)} exists but was built from spec "
+                f"sha256:{found or 'unknown (not an objectron-wds shard)'}, not this run's "
+                f"sha256:{digest}. Use a new destination, or overwrite=True to rebuild it."
+            )
+        log(f"{spec.shard}: replacing a shard built from another spec (overwrite=True)")
+        dest.delete(files.tar)
+        dest.delete(files.stats)
+
+    started = time.monotonic()
+    member_stats: list[MemberStats] = []
+    try:
+        with dest.open_create(files.tar) as out:
+            tar = TarStreamWriter(out)
+            tar.write_global_header({"comment": f"{DIGEST_COMMENT_PREFIX}{digest}"})
+            for member in spec.members:
+                if member.text is not None:
+                    crc = tar.add_bytes(member.name, member.text.encode())
+                else:
+                    assert member.source is not None
+                    with source.open_read(member.source, member.generation) as reader:
+                        crc = tar.add_stream(member.name, member.size, reader)
+                    _check_checksum(member, crc, source.url_for(member.source))
+                member_stats.append(MemberStats(member.name, member.size, crc))
+            tar.close()
+            tar_bytes = tar.offset
+    except AlreadyExists:
+        # Another run finished this shard while we built it: confirm it is the same spec.
+        found = read_recorded_digest(dest.read_head(files.tar, 4 * BLOCK))
+        if found != digest:
+            raise
+        log(f"{spec.shard}: built by a concurrent run with the same spec")
+        return existing_shard_stats(dest, spec, digest)
+    stats = ShardStats(
+        shard=spec.shard,
+        spec_digest=digest,
+        status=STATUS_BUILT,
+        samples=spec.samples,
+        tar_bytes=tar_bytes,
+        source_bytes=sum(m.size for m in spec.members),
+        seconds=round(time.monotonic() - started, 3),
+        members=member_stats,
+    )
+    # Stats are derived data written after the shard: replaced, not create-only.
+    dest.replace_bytes(files.stats, stats.to_json())
+    log(
+        f"{spec.shard}: built, {stats.samples} samples, {tar_bytes:,} bytes "
+        f"in {stats.seconds:.2f} s"
+    )
+    return stats
+
+
+def stats_as_dict(stats: ShardStats) -> dict[str, Any]:
+    return asdict(stats)
+
+
+def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Cache key of a build: task name, shard name and spec digest (plus the destination, so two
+    destinations never share a record). Prefect's keys are global, hence the task name."""
+    material = f"{parameters['dest_url']}\n{parameters['shard']}\n{parameters['spec_digest']}"
+    return f"build-shard-{parameters['shard']}-{hashlib.sha256(material.encode()).hexdigest()[:24]}"
+
+
+@task(
+    name="build-shard",
+    task_run_name="build {shard}",
+    cache_key_fn=build_cache_key,
+    persist_result=True,
+    **RETRY_POLICY,
+)
+def build(
+    source_url: str,
+    dest_url: str,
+    shard: str,
+    spec_digest: str,
+    overwrite: bool = False,
+    chunk_size_mib: int = 16,
+    concurrency_limit: str | None = None,
+) -> ShardStats:
+    """Stream one shard's members from the source into a tar at the destination."""
+    from tasks.specs import read_spec
+    from tasks.storage import MiB, open_storage
+
+    logger = get_run_logger()
+    source = open_storage(source_url, chunk_size=chunk_size_mib * MiB)
+    dest = open_storage(dest_url, chunk_size=chunk_size_mib * MiB)
+    spec = read_spec(dest, shard.removesuffix(".tar"))
+    if spec.digest != spec_digest:
+        raise ShardConflict(
+            f"{dest.url_for(ShardFiles(spec.base).spec)} changed since this run planned it "
+            f"(sha256:{spec.digest[:16]}, planned sha256:{spec_digest[:16]}): is another run "
+            "with overwrite=True writing here?"
+        )
+    # The global limit bounds builds across all flow runs and workers; without one only the
+    # flow's own `concurrency` parameter applies.
+    slot = concurrency(concurrency_limit, occupy=1) if concurrency_limit else nullcontext()
+    with slot:
+        return build_shard(source, dest, spec, overwrite=overwrite, log=logger.info)

@@ -1,0 +1,290 @@
+"""Stage 4, specs: what each shard will contain, written next to the shards before any is built.
+
+Per shard `NAME`, the destination gets:
+- `NAME.txt`: tarp lines (`MEMBER pipe:gsutil cat URL`), human-readable and usable with the
+  reference tool;
+- `NAME.spec.json`: the same members with what pins each source (size, generation, checksum);
+  its SHA-256 is the spec digest that the shard records in its first tar header.
+
+A spec already at the destination must equal the new one: a different spec means a different
+plan, and that is refused (unless overwrite) before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.planning import ShardPlan
+from tasks.policy import RETRY_POLICY
+from tasks.samples import METADATA, Sample
+from tasks.storage import AlreadyExists, Storage, b64_to_hex
+
+SPEC_FORMAT = "objectron-wds-spec-v1"
+
+
+class PlanConflict(Exception):
+    """The destination holds shards or specs from a different plan."""
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A tar member: either streamed from a source object or inline text (the sample's json)."""
+
+    name: str
+    size: int
+    source: str | None = None
+    generation: str | None = None
+    crc32c: str | None = None
+    md5: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Everything needed to build one shard, and nothing about where it is written, so the same
+    plan into two destinations gives the same digest and byte-identical shards."""
+
+    shard: str
+    source_url: str
+    samples: int
+    members: tuple[MemberSpec, ...]
+
+    @property
+    def base(self) -> str:
+        return self.shard.removesuffix(".tar")
+
+    def to_json(self) -> bytes:
+        document = {
+            "format": SPEC_FORMAT,
+            "shard": self.shard,
+            "source_url": self.source_url,
+            "samples": self.samples,
+            "members": [
+                {k: v for k, v in asdict(member).items() if v is not None}
+                for member in self.members
+            ],
+        }
+        return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json()).hexdigest()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ShardSpec:
+        document = json.loads(data)
+        if document.get("format") != SPEC_FORMAT:
+            raise ValueError(f"not an objectron-wds spec (format {document.get('format')!r})")
+        return cls(
+            shard=document["shard"],
+            source_url=document["source_url"],
+            samples=document["samples"],
+            members=tuple(MemberSpec(**member) for member in document["members"]),
+        )
+
+    def tarp_lines(self) -> str:
+        """The reference notebook's spec format: `NAME SOURCE` per member, in tar order."""
+        lines = []
+        root = self.source_url.rstrip("/")
+        for member in self.members:
+            if member.text is not None:
+                lines.append(f"{member.name} text:{member.text}")
+            elif root.startswith("gs://"):
+                lines.append(f"{member.name} pipe:gsutil cat {root}/{member.source}")
+            else:
+                lines.append(f"{member.name} file:{root}/{member.source}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ShardFiles:
+    """The names a shard occupies at the destination."""
+
+    base: str
+
+    @property
+    def tar(self) -> str:
+        return f"{self.base}.tar"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.base}.spec.json"
+
+    @property
+    def tarp(self) -> str:
+        return f"{self.base}.txt"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}.stats.json"
+
+
+def sample_metadata(sample: Sample, source_url: str) -> dict[str, Any]:
+    """The sample's `KEY.json`: class, split and where every member came from."""
+    root = source_url.rstrip("/")
+    return {
+        "key": sample.key,
+        "class": sample.category,
+        "split": sample.split,
+        "sources": {
+            member.extension: {
+                "url": f"{root}/{member.source.name}",
+                "size": member.source.size,
+                "generation": member.source.generation,
+                "crc32c": b64_to_hex(member.source.crc32c),
+                "md5": b64_to_hex(member.source.md5),
+            }
+            for member in sample.members
+        },
+    }
+
+
+def make_spec(plan: ShardPlan, source_url: str) -> ShardSpec:
+    """The spec of one planned shard: each sample's source members, then its json."""
+    members: list[MemberSpec] = []
+    for sample in plan.samples:
+        for member in sample.members:
+            members.append(
+                MemberSpec(
+                    name=f"{sample.key}.{member.extension}",
+                    size=member.source.size,
+                    source=member.source.name,
+                    generation=member.source.generation,
+                    crc32c=member.source.crc32c,
+                    md5=member.source.md5,
+                )
+            )
+        text = json.dumps(
+            sample_metadata(sample, source_url), sort_keys=True, separators=(",", ":")
+        )
+        members.append(
+            MemberSpec(name=f"{sample.key}.{METADATA}", size=len(text.encode()), text=text)
+        )
+    return ShardSpec(f"{plan.name}.tar", source_url, len(plan.samples), tuple(members))
+
+
+@dataclass(frozen=True)
+class SpecUpload:
+    """What the spec stage did: per shard its digest, and which shards were already complete."""
+
+    digests: dict[str, str]
+    written: list[str]
+    unchanged: list[str]
+    replaced: list[str]
+    existing_shards: list[str]
+
+
+def _existing_digest(dest: Storage, files: ShardFiles) -> str:
+    return hashlib.sha256(dest.read_bytes(files.spec)).hexdigest()
+
+
+def upload_specs(
+    dest: Storage, specs: Sequence[ShardSpec], *, overwrite: bool = False, threads: int = 16
+) -> SpecUpload:
+    """Write every shard's spec files, create-only, after checking the existing ones.
+
+    Raises:
+        PlanConflict: an existing spec differs and `overwrite` is False; nothing was written.
+    """
+    present = {info.name for info in dest.list()}
+    all_files = [ShardFiles(spec.base) for spec in specs]
+    to_compare = [(s, f) for s, f in zip(specs, all_files, strict=True) if f.spec in present]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        found = list(pool.map(lambda pair: _existing_digest(dest, pair[1]), to_compare))
+    conflicts = [
+        (spec, files, old)
+        for (spec, files), old in zip(to_compare, found, strict=True)
+        if old != spec.digest
+    ]
+    confirmed = {
+        spec.shard
+        for (spec, _files), old in zip(to_compare, found, strict=True)
+        if old == spec.digest
+    }
+    if conflicts and not overwrite:
+        shown = "; ".join(
+            f"{dest.url_for(files.spec)}: existing sha256:{old[:16]}, this run sha256:"
+            f"{spec.digest[:16]}"
+            for spec, files, old in conflicts[:5]
+        )
+        more = f" (and {len(conflicts) - 5} more)" if len(conflicts) > 5 else ""
+        raise PlanConflict(
+            f"{len(conflicts)} shard(s) at {dest.url} were planned differently{more}: {shown}. "
+            "Nothing was written. Use a new destination, the same parameters as before, "
+            "or overwrite=True to replace those shards."
+        )
+    replaced = []
+    for spec, files, _old in conflicts:
+        # The tar goes first, so no reader ever finds a shard beside a spec it was not built from.
+        for name in (files.tar, files.stats, files.spec, files.tarp):
+            dest.delete(name)
+            present.discard(name)
+        replaced.append(spec.shard)
+
+    def write(pair: tuple[ShardSpec, ShardFiles]) -> bool:
+        spec, files = pair
+        wrote = _create_or_confirm(dest, files.tarp, spec.tarp_lines().encode())
+        # The .spec.json last: its presence means the shard's spec files are complete.
+        return _create_or_confirm(dest, files.spec, spec.to_json()) or wrote
+
+    to_write = [(s, f) for s, f in zip(specs, all_files, strict=True) if s.shard not in confirmed]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        wrote_flags = list(pool.map(write, to_write))
+    written = [s.shard for (s, _f), w in zip(to_write, wrote_flags, strict=True) if w]
+    unchanged = [s.shard for s in specs if s.shard not in written]
+    return SpecUpload(
+        digests={spec.shard: spec.digest for spec in specs},
+        written=written,
+        unchanged=unchanged,
+        replaced=replaced,
+        existing_shards=sorted(f.tar for f in all_files if f.tar in present),
+    )
+
+
+def _create_or_confirm(dest: Storage, name: str, data: bytes) -> bool:
+    """Create `name` with `data`; True if written, False if it already held exactly `data`."""
+    try:
+        dest.create_bytes(name, data)
+        return True
+    except AlreadyExists:
+        existing = dest.read_bytes(name)
+        if existing != data:
+            raise PlanConflict(
+                f"{dest.url_for(name)} exists with different content (another run with "
+                "other parameters is writing to this destination?)"
+            ) from None
+        return False
+
+
+def read_spec(dest: Storage, base: str) -> ShardSpec:
+    return ShardSpec.from_json(dest.read_bytes(ShardFiles(base).spec))
+
+
+def total_source_bytes(specs: Iterable[ShardSpec]) -> int:
+    return sum(member.size for spec in specs for member in spec.members)
+
+
+@task(name="upload-specs", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+def upload_shard_specs(
+    source_url: str, dest_url: str, plans: list[ShardPlan], overwrite: bool = False
+) -> SpecUpload:
+    """Write each shard's tarp spec and pinned spec next to the shards (create-only)."""
+    from tasks.storage import open_storage
+
+    logger = get_run_logger()
+    specs = [make_spec(plan, source_url) for plan in plans]
+    result = upload_specs(open_storage(dest_url), specs, overwrite=overwrite)
+    logger.info(
+        "Specs for %d shards at %s: %d written, %d already there, %d replaced; %d shards exist",
+        len(specs), dest_url, len(result.written), len(result.unchanged), len(result.replaced),
+        len(result.existing_shards),
+    )  # fmt: skip
+    return result

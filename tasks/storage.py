@@ -1,0 +1,530 @@
+"""The storage seam: one small interface over Google Cloud Storage and local folders.
+
+Every stage talks to storage only through `Storage`, so the same pipeline runs against
+`gs://bucket/prefix` (real GCS, or fake-gcs-server when `STORAGE_EMULATOR_HOST` is set) and
+against a plain folder. Names passed to a `Storage` are relative to its root and use `/`.
+
+What the pipeline relies on, in both implementations:
+- `list` gives size and generation for every object (generation pins a source version);
+- `open_read` streams, and refuses a source whose generation is no longer the planned one;
+- `open_create` streams a new object that becomes visible at its final name only when the
+  writer is closed without an error, and never replaces an existing object.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+MiB = 1024 * 1024
+DEFAULT_CHUNK_SIZE = 16 * MiB
+# A local partial file carries this marker so listings skip it and readers never see it.
+PARTIAL_MARKER = ".objectron-wds-partial-"
+
+
+class StorageError(Exception):
+    """A storage operation failed; the message names the object."""
+
+
+class ObjectNotFound(StorageError):
+    """The object (or bucket, or folder) does not exist."""
+
+
+class AlreadyExists(StorageError):
+    """A create-only write found an object at the name already."""
+
+
+class TransientStorageError(StorageError):
+    """A fault that a retry may cure, e.g. a checksum mismatch after a read cut short."""
+
+
+class SourceChanged(StorageError):
+    """A source object no longer has the generation (or size) the plan pinned."""
+
+
+class PermissionDenied(StorageError):
+    """The credentials in use may not read or write this object."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as a listing reports it."""
+
+    name: str
+    size: int
+    # GCS: the object generation. Local: the file's mtime in nanoseconds, which changes when the
+    # file is rewritten, so it pins a version in the same way.
+    generation: str
+    # Base64 digests as GCS reports them; None for local files.
+    md5: str | None = None
+    crc32c: str | None = None
+
+
+class Storage(ABC):
+    """A bucket prefix or a folder, addressed by names relative to its root."""
+
+    url: str
+
+    def url_for(self, name: str) -> str:
+        """The full URL (or path) of `name`, for specs, metadata and messages."""
+        return f"{self.url.rstrip('/')}/{name}" if name else self.url
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose name starts with `prefix`, in name order."""
+
+    @abstractmethod
+    def stat(self, name: str) -> ObjectInfo | None:
+        """The object's listing entry, or None if it does not exist."""
+
+    @abstractmethod
+    def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
+        """A streaming reader; with `generation`, raises SourceChanged if the object moved on."""
+
+    @abstractmethod
+    def open_create(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A streaming writer for a new object.
+
+        The object appears at `name` only when the block exits without an exception; on an
+        exception nothing is left at `name`. Raises AlreadyExists if `name` exists (checked
+        before writing where the backend allows, and again when the object is committed).
+        """
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove `name`; a missing object is not an error."""
+
+    @abstractmethod
+    def check_root(self) -> None:
+        """Raise ObjectNotFound / PermissionDenied if the root cannot be used at all."""
+
+    def exists(self, name: str) -> bool:
+        return self.stat(name) is not None
+
+    def read_bytes(self, name: str, generation: str | None = None) -> bytes:
+        with self.open_read(name, generation) as reader:
+            return reader.read()
+
+    def read_head(self, name: str, length: int) -> bytes:
+        """The first `length` bytes (fewer if the object is shorter)."""
+        with self.open_read(name) as reader:
+            return reader.read(length)
+
+    @abstractmethod
+    def replace_bytes(self, name: str, data: bytes) -> None:
+        """Write a small derived object (an index), replacing any old one atomically."""
+
+    def create_bytes(self, name: str, data: bytes) -> None:
+        """Write a small object, create-only (raises AlreadyExists)."""
+        with self.open_create(name) as writer:
+            writer.write(data)
+
+
+def open_storage(url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, client: Any = None) -> Storage:
+    """`gs://bucket[/prefix]` gives GCS; anything else (`file://` or a path) a local folder."""
+    if url.startswith("gs://"):
+        bucket, _, prefix = url[len("gs://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"{url!r} names no bucket: write gs://BUCKET[/PREFIX]")
+        return GcsStorage(bucket, prefix.strip("/"), chunk_size=chunk_size, client=client)
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(f"{url!r}: only gs:// URLs and local paths are supported")
+    return LocalStorage(Path(url.removeprefix("file://")), chunk_size=chunk_size)
+
+
+def is_inside(inner: str, outer: str) -> bool:
+    """True if location `inner` is `outer` or lies below it (so writing there would change it)."""
+    a, b = _normalise_location(inner), _normalise_location(outer)
+    return a == b or a.startswith(b.rstrip("/") + "/")
+
+
+def _normalise_location(url: str) -> str:
+    if url.startswith("gs://"):
+        return url.rstrip("/")
+    return str(Path(url.removeprefix("file://")).resolve())
+
+
+# --- local folders -------------------------------------------------------------------------
+
+
+class LocalStorage(Storage):
+    """A folder on this machine. Commits are `link()` of a finished temporary file: atomic and
+    create-only, so a reader never sees a partial file at its final name."""
+
+    def __init__(self, root: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.root = root.expanduser().resolve()
+        self.url = str(self.root)
+        self.chunk_size = chunk_size
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise ValueError(f"{name!r} would resolve outside {self.root}")
+        return path
+
+    def check_root(self) -> None:
+        if not self.root.exists():
+            raise ObjectNotFound(f"folder {self.root} does not exist")
+        if not self.root.is_dir():
+            raise ObjectNotFound(f"{self.root} is not a folder")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise PermissionDenied(f"folder {self.root} is not readable by this user")
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():
+            return
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for filename in filenames:
+                if PARTIAL_MARKER in filename:
+                    continue
+                name = filename if rel_dir == "." else f"{rel_dir}/{filename}"
+                name = name.replace(os.sep, "/")
+                if name.startswith(prefix):
+                    st = os.stat(os.path.join(dirpath, filename))
+                    found.append(ObjectInfo(name, st.st_size, str(st.st_mtime_ns)))
+        yield from sorted(found, key=lambda info: info.name)
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        try:
+            st = self._path(name).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(name, st.st_size, str(st.st_mtime_ns))
+
+    def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
+        path = self._path(name)
+        try:
+            handle = open(path, "rb", buffering=self.chunk_size)  # noqa: SIM115 - caller closes
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"{path} does not exist") from exc
+        except PermissionError as exc:
+            raise PermissionDenied(f"{path} is not readable: {exc.strerror}") from exc
+        if generation is not None:
+            current = str(os.fstat(handle.fileno()).st_mtime_ns)
+            if current != generation:
+                handle.close()
+                raise SourceChanged(
+                    f"{path} changed since it was planned (version {generation}, now {current})"
+                )
+        return handle
+
+    @contextlib.contextmanager
+    def open_create(self, name: str) -> Iterator[IO[bytes]]:
+        final = self._path(name)
+        if final.exists():
+            raise AlreadyExists(f"{final} exists already")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except PermissionError as exc:
+            raise PermissionDenied(f"cannot create folder {final.parent}: {exc.strerror}") from exc
+        partial = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
+        try:
+            handle = open(partial, "xb", buffering=self.chunk_size)  # noqa: SIM115
+        except PermissionError as exc:
+            raise PermissionDenied(f"cannot write in {final.parent}: {exc.strerror}") from exc
+        try:
+            with handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                # link() fails if the final name exists: create-only, and atomic for readers.
+                os.link(partial, final)
+            except FileExistsError as exc:
+                raise AlreadyExists(f"{final} was created by someone else meanwhile") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def replace_bytes(self, name: str, data: bytes) -> None:
+        final = self._path(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+
+# --- Google Cloud Storage ------------------------------------------------------------------
+
+
+def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
+    """A storage client: the emulator's anonymous one when STORAGE_EMULATOR_HOST is set, the
+    given or default credentials otherwise, and an anonymous client when there are none (enough
+    for public buckets such as gs://objectron)."""
+    import google.cloud.storage as storage
+    from google.auth.exceptions import DefaultCredentialsError
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        # Explicit credentials would make the client ignore the emulator's anonymous mode and
+        # hang on token refresh; see docs in prefect-notes.
+        return storage.Client(project=project or "objectron-wds")
+    if credentials is not None:
+        return storage.Client(project=project, credentials=credentials)
+    try:
+        return storage.Client(project=project)
+    except DefaultCredentialsError:
+        return storage.Client.create_anonymous_client()
+
+
+class GcsStorage(Storage):
+    """A bucket (and optional prefix) through google-cloud-storage."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        client: Any = None,
+    ) -> None:
+        # GCS resumable uploads need chunks in multiples of 256 KiB.
+        quantum = 256 * 1024
+        self.chunk_size = max(quantum, chunk_size // quantum * quantum)
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.url = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        # Created lazily, in the process and thread that uses it: clients do not pickle, and
+        # tasks may run on Dask workers.
+        if self._client is None:
+            self._client = make_gcs_client()
+        return self._client
+
+    @property
+    def bucket(self) -> Any:
+        return self.client.bucket(self.bucket_name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _info(self, blob: Any, name: str) -> ObjectInfo:
+        return ObjectInfo(
+            name=name,
+            size=int(blob.size or 0),
+            generation=str(blob.generation),
+            md5=blob.md5_hash,
+            crc32c=blob.crc32c,
+        )
+
+    def check_root(self) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            exists = self.bucket.exists()
+        except gexc.Forbidden as exc:
+            raise PermissionDenied(f"no permission to use bucket gs://{self.bucket_name}") from exc
+        if not exists:
+            raise ObjectNotFound(f"bucket gs://{self.bucket_name} does not exist")
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        from google.api_core import exceptions as gexc
+
+        key_prefix = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        # Large pages: fake-gcs-server rescans the bucket per page, and GCS allows 5,000.
+        try:
+            for blob in self.client.list_blobs(self.bucket_name, prefix=key_prefix, page_size=5000):
+                if blob.name.endswith("/"):
+                    continue  # "folder" placeholder objects made by some tools
+                yield self._info(blob, blob.name[strip:])
+        except gexc.NotFound as exc:
+            raise ObjectNotFound(f"bucket gs://{self.bucket_name} does not exist") from exc
+        except gexc.Forbidden as exc:
+            raise PermissionDenied(f"no permission to list gs://{self.bucket_name}") from exc
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        blob = self.bucket.get_blob(self._key(name))
+        return None if blob is None else self._info(blob, name)
+
+    def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
+        from google.api_core import exceptions as gexc
+
+        key = self._key(name)
+        blob = self.bucket.blob(key, generation=int(generation) if generation else None)
+        try:
+            blob.reload()
+        except gexc.NotFound as exc:
+            if generation is not None and self.bucket.get_blob(key) is not None:
+                raise SourceChanged(
+                    f"{self.url_for(name)} was overwritten since it was planned "
+                    f"(generation {generation} is gone)"
+                ) from exc
+            raise ObjectNotFound(f"{self.url_for(name)} does not exist") from exc
+        except gexc.Forbidden as exc:
+            raise PermissionDenied(f"no permission to read {self.url_for(name)}") from exc
+        # The emulator ignores the generation in the request, so compare what came back too.
+        if generation is not None and str(blob.generation) != generation:
+            raise SourceChanged(
+                f"{self.url_for(name)} changed since it was planned "
+                f"(generation {generation}, now {blob.generation})"
+            )
+        return cast(IO[bytes], blob.open("rb", chunk_size=self.chunk_size))
+
+    @contextlib.contextmanager
+    def open_create(self, name: str) -> Iterator[IO[bytes]]:
+        from google.api_core import exceptions as gexc
+
+        blob = self.bucket.blob(self._key(name))
+        if blob.exists():
+            raise AlreadyExists(f"{self.url_for(name)} exists already")
+        # Small objects go through one multipart request (buffered here); large ones stream as
+        # a resumable upload that GCS finalizes atomically when the writer is closed.
+        # if_generation_match=0 makes both create-only. BlobWriter cancels the upload when the
+        # block raises, so an interrupted shard leaves nothing at its final name.
+        writer = _CreateOnlyWriter(blob, self.chunk_size)
+        try:
+            yield cast(IO[bytes], writer)
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            writer.commit()
+        except gexc.PreconditionFailed as exc:
+            raise AlreadyExists(
+                f"{self.url_for(name)} was created by someone else meanwhile"
+            ) from exc
+        except gexc.NotFound as exc:
+            raise ObjectNotFound(f"bucket gs://{self.bucket_name} does not exist") from exc
+        except gexc.Forbidden as exc:
+            raise PermissionDenied(f"no permission to write {self.url_for(name)}") from exc
+
+    def replace_bytes(self, name: str, data: bytes) -> None:
+        # A single-request upload replaces the object atomically.
+        self.bucket.blob(self._key(name)).upload_from_string(
+            data, content_type="application/json" if name.endswith(".json") else None
+        )
+
+    def delete(self, name: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        with contextlib.suppress(gexc.NotFound):
+            self.bucket.blob(self._key(name)).delete()
+
+
+class _CreateOnlyWriter:
+    """Buffers the first chunk; objects that fit in it are uploaded in one multipart request
+    (the only create-only write fake-gcs-server enforces), larger ones switch to a resumable
+    upload streamed chunk by chunk. Memory stays at about one chunk either way."""
+
+    def __init__(self, blob: Any, chunk_size: int) -> None:
+        self.blob = blob
+        self.chunk_size = chunk_size
+        self.buffer = bytearray()
+        self.stream: Any = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.stream is not None:
+            return int(self.stream.write(data))
+        self.buffer += data
+        if len(self.buffer) > self.chunk_size:
+            self.stream = self.blob.open(
+                "wb",
+                chunk_size=self.chunk_size,
+                if_generation_match=0,
+                ignore_flush=True,
+                content_type="application/octet-stream",
+            )
+            self.stream.write(bytes(self.buffer))
+            self.buffer = bytearray()
+        return len(data)
+
+    def commit(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.close()
+            except Exception as exc:
+                raise _unwrap_upload_error(exc) from exc
+        else:
+            self.blob.upload_from_string(
+                bytes(self.buffer), if_generation_match=0, content_type="application/octet-stream"
+            )
+
+    def abort(self) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.terminate()
+        self.buffer = bytearray()
+
+
+def _unwrap_upload_error(exc: Exception) -> Exception:
+    """Resumable uploads raise google.resumable_media's InvalidResponse; map the status code to
+    the api_core exception the rest of the code (and retry logic) understands."""
+    from google.api_core import exceptions as gexc
+
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return gexc.from_http_status(status, str(exc))
+    return exc
+
+
+def b64_to_hex(value: str | None) -> str | None:
+    """GCS reports digests in base64; specs and stats show hex."""
+    return None if value is None else base64.b64decode(value).hex()
+
+
+TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: HTTP 408/429/5xx, connection resets, timeouts, bodies cut
+    short. Looks through the whole exception chain, since client libraries wrap these. Missing
+    objects, permissions and changed sources are permanent: retrying would only delay the
+    message."""
+    import http.client
+
+    import requests
+    import urllib3
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageError) and not isinstance(current, TransientStorageError):
+            return False
+        if isinstance(current, TransientStorageError):
+            return True
+        code = getattr(current, "code", None)
+        if isinstance(code, int) and code in TRANSIENT_HTTP_STATUS:
+            return True
+        status = getattr(getattr(current, "response", None), "status_code", None)
+        if isinstance(status, int) and status in TRANSIENT_HTTP_STATUS:
+            return True
+        if isinstance(
+            current,
+            ConnectionError
+            | TimeoutError
+            | http.client.IncompleteRead
+            | http.client.BadStatusLine
+            | requests.ConnectionError
+            | requests.Timeout
+            | requests.exceptions.ChunkedEncodingError
+            | urllib3.exceptions.ProtocolError
+            | urllib3.exceptions.TimeoutError,
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
