@@ -7,6 +7,7 @@ Run it with `objectron-wds convert ...`, `python flows/convert.py ...`, or a dep
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.build import STATUS_BUILT, ShardStats, build
+from tasks.build import STATUS_BUILT, STATUS_CACHED, ShardStats, build
 from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_parameters
 from tasks.index import write_index
 from tasks.listing import list_source
 from tasks.planning import plan_shards
+from tasks.policy import existing_concurrency_limit
 from tasks.samples import assemble
 from tasks.specs import upload_shard_specs
 
@@ -113,6 +115,7 @@ def objectron_to_wds(
     )  # fmt: skip
     specs = upload_shard_specs(source, dest, plans, overwrite)
     existing = set(specs.existing_shards)
+    limit = existing_concurrency_limit(concurrency_limit)
 
     # A shard missing at the destination is always built, even if a cache record says it was
     # built once (it may have been deleted since); a present one may be answered from the cache.
@@ -124,17 +127,20 @@ def objectron_to_wds(
     def collect(future: PrefectFuture[ShardStats]) -> None:
         shard = in_flight.pop(future)
         try:
-            stats.append(future.result())
+            result = future.result()
         except Exception as exc:
             failures.append(f"{shard}: {type(exc).__name__}: {exc}")
+            return
+        if future.state.name == "Cached":
+            # The record is from the run that built it; this run did not build it again.
+            result = replace(result, status=STATUS_CACHED)
+        stats.append(result)
 
     for shard, digest in specs.digests.items():
         while len(in_flight) >= concurrency:
             collect(next(as_completed(list(in_flight))))
         task = build if shard in existing else build_missing
-        future = task.submit(
-            source, dest, shard, digest, overwrite, chunk_size_mib, concurrency_limit
-        )
+        future = task.submit(source, dest, shard, digest, overwrite, chunk_size_mib, limit)
         in_flight[future] = shard
     for future in as_completed(list(in_flight)):
         collect(future)

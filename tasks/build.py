@@ -46,6 +46,7 @@ DIGEST_COMMENT_PREFIX = "objectron-wds spec sha256:"
 
 STATUS_BUILT = "built"
 STATUS_EXISTS = "exists"
+STATUS_CACHED = "cached"
 
 
 class ShardConflict(Exception):

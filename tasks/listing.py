@@ -40,7 +40,7 @@ def list_source_api(source: Storage) -> list[ObjectInfo]:
 # `gsutil ls -l` puts size and time before the URL; `-a` appends `#generation` (and, with -l,
 # `metageneration=N` after it).
 _LONG_LINE = re.compile(
-    r"^\s*(?P<size>\d+)\s+(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\s+(?P<url>gs://\S.*?)"
+    r"^\s*(?P<size>\d+)\s+(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\s+(?P<url>\S.*?)"
     r"(?:\s+metageneration=\d+)?\s*$"
 )
 _TOTAL_LINE = re.compile(r"^TOTAL: \d+ objects?, \d+ bytes")
@@ -75,13 +75,11 @@ def parse_listing_file(text: str, source_url: str) -> list[ListedName]:
             continue
         size, generation = UNKNOWN_SIZE, UNKNOWN_GENERATION
         long_match = _LONG_LINE.match(line)
+        url = long_match["url"] if long_match else stripped
         if long_match:
-            url = long_match["url"]
             size = int(long_match["size"])
-        elif stripped.startswith("gs://") and not any(c.isspace() for c in stripped):
-            url = stripped
-        else:
-            bad.append(f"line {number}: {stripped[:80]!r}")
+        if not url.startswith(root):
+            bad.append(f"line {number}: {stripped[:80]!r} is not an object URL under {root}")
             continue
         if url.endswith("/:") or url.endswith("/"):
             continue  # folder header
@@ -89,15 +87,12 @@ def parse_listing_file(text: str, source_url: str) -> list[ListedName]:
         if gen_match:
             generation = gen_match["gen"]
             url = url[: gen_match.start()]
-        if not url.startswith(root):
-            bad.append(f"line {number}: {url[:80]!r} is not under {source_url}")
-            continue
         name = url[len(root) :]
         names[name] = ListedName(name, size, generation)
     if bad:
         shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise ListingFileError(
-            f"the listing file has {len(bad)} line(s) that are not object URLs of {source_url} "
+            f"the listing file has {len(bad)} malformed line(s) "
             f"(expected `gsutil ls -r {source_url}` output): {shown}"
         )
     return sorted(names.values(), key=lambda listed: listed.name)

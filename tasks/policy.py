@@ -31,3 +31,31 @@ RETRY_POLICY: dict[str, Any] = {
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_if_transient,
 }
+
+
+def existing_concurrency_limit(name: str | None) -> str | None:
+    """`name` if a global concurrency limit of that name exists on the Prefect server, else None.
+
+    Asking for a slot of a missing limit is not an error in Prefect, but it costs about two
+    seconds per task here (measured) and bounds nothing; so the flow asks once and warns.
+    """
+    if not name:
+        return None
+    from prefect import get_run_logger
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            get_run_logger().warning(
+                "Global concurrency limit %r does not exist: builds are bounded only by this "
+                "run's `concurrency`. `objectron-wds setup` creates it.",
+                name,
+            )
+            return None
+    if not limit.active:
+        get_run_logger().warning("Global concurrency limit %r is inactive: not used", name)
+        return None
+    return name

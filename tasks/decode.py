@@ -1,0 +1,274 @@
+"""Decode Objectron annotation and geometry files into plain, JSON-ready Python data.
+
+Training code that reads the shards should not need protobuf schemas, generated modules or
+Objectron's framing rules: `decode_annotation` and `decode_geometry` turn the raw
+`*.pbdata` bytes into dicts of lists, ints, floats, strings and None, with a fixed key order, so
+`json.dumps` of the result is deterministic and can be stored next to the raw files.
+
+Conventions of the output:
+- matrices stay flat and row-major, exactly as stored (3x3 -> 9 floats, 4x4 -> 16 floats);
+- float32 fields come out as the Python float equal to the stored float32 (protobuf widens
+  them exactly), so they round-trip to the same float32; doubles (timestamps) are unchanged;
+- enums come out as their names (`"NORMAL"`, `"BOUNDING_BOX"`), or as the number when it is
+  not one the schema knows;
+- a value the file does not contain is None (proto2 fields, absent cameras).
+
+Errors: anything that is not a well-formed file raises `DecodeError` (a ValueError) naming the
+record or field and what was wrong; protobuf's own exception is chained, never leaked. Besides
+what protobuf rejects, a field whose number the schema knows but whose wire type is wrong is
+treated as corruption: protobuf would keep it silently as an "unknown field", but no writer of
+these files produces it, and random bytes often do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import descriptor, unknown_fields
+from google.protobuf import message as protobuf_message
+
+from tasks import objectron_proto as pb
+
+__all__ = ["DecodeError", "decode_annotation", "decode_geometry"]
+
+
+class DecodeError(ValueError):
+    """The bytes are not a well-formed Objectron annotation or geometry file."""
+
+
+# Wire types: 0 varint, 1 64-bit, 2 length-delimited, 3/4 group, 5 32-bit.
+_FD = descriptor.FieldDescriptor
+_WIRE_TYPE = {
+    _FD.TYPE_DOUBLE: 1,
+    _FD.TYPE_FIXED64: 1,
+    _FD.TYPE_SFIXED64: 1,
+    _FD.TYPE_FLOAT: 5,
+    _FD.TYPE_FIXED32: 5,
+    _FD.TYPE_SFIXED32: 5,
+    _FD.TYPE_STRING: 2,
+    _FD.TYPE_BYTES: 2,
+    _FD.TYPE_MESSAGE: 2,
+    _FD.TYPE_GROUP: 3,
+}  # every other type (ints, bools, enums) is a varint: 0
+
+# ARFrame fields that the decoder does not read; their content is not checked either, so a
+# damaged point cloud does not cost a frame whose camera is intact.
+_GEOMETRY_UNCHECKED = frozenset(
+    f"{pb.ARCAPTURE_PACKAGE}.ARFrame.{name}" for name in ("plane_anchor", "raw_feature_points")
+)
+
+
+def _wire_type_problem(
+    message: Any, path: str, unchecked: frozenset[str] = frozenset()
+) -> str | None:
+    """Describe the first known field with a wrong wire type in `message` or below, or None."""
+    fields = message.DESCRIPTOR.fields_by_number
+    for unknown in unknown_fields.UnknownFieldSet(message):
+        field = fields.get(unknown.field_number)
+        if field is None:
+            continue  # a field number this schema lacks: legal, and kept by protobuf
+        expected = {_WIRE_TYPE.get(field.type, 0)}
+        if field.is_repeated and field.type not in (
+            _FD.TYPE_STRING,
+            _FD.TYPE_BYTES,
+            _FD.TYPE_MESSAGE,
+        ):
+            expected.add(2)  # repeated scalars may be packed
+        # A proto2 enum value the schema does not know also lands here, with the right type.
+        if unknown.wire_type not in expected:
+            return (
+                f"{path}.{field.name} (field {field.number}) has wire type {unknown.wire_type}, "
+                f"expected {' or '.join(str(w) for w in sorted(expected))}"
+            )
+    for field, value in message.ListFields():
+        if field.type != _FD.TYPE_MESSAGE or field.full_name in unchecked:
+            continue
+        if field.is_repeated:
+            for index, item in enumerate(value):
+                problem = _wire_type_problem(item, f"{path}.{field.name}[{index}]", unchecked)
+                if problem:
+                    return problem
+        else:
+            problem = _wire_type_problem(value, f"{path}.{field.name}", unchecked)
+            if problem:
+                return problem
+    return None
+
+
+def _parse(message_class: Any, data: bytes, what: str) -> Any:
+    """Parse `data` as `message_class`, raising DecodeError that names `what` on failure."""
+    message = message_class()
+    try:
+        message.ParseFromString(data)
+    except protobuf_message.DecodeError as exc:
+        raise DecodeError(
+            f"{what}: {len(data)} bytes are not a valid {message_class.DESCRIPTOR.name} "
+            f"message ({exc})"
+        ) from exc
+    return message
+
+
+def _floats(values: Any) -> list[float]:
+    # protobuf already returns each float32 as the equal Python float; float() only turns the
+    # repeated container into plain values.
+    return [float(v) for v in values]
+
+
+def _enum_name(enum_type: Any, number: int) -> str | int:
+    value = enum_type.values_by_number.get(number)
+    return value.name if value is not None else number
+
+
+def _tracking_state(camera: Any) -> str | int | None:
+    if not camera.HasField("tracking_state"):
+        return None
+    return _enum_name(camera.DESCRIPTOR.enum_types_by_name["TrackingState"], camera.tracking_state)
+
+
+def _camera(camera: Any) -> dict[str, Any]:
+    return {
+        "intrinsics": _floats(camera.intrinsics),
+        "transform": _floats(camera.transform),
+        "projection_matrix": _floats(camera.projection_matrix),
+        "view_matrix": _floats(camera.view_matrix),
+        "image_width": (
+            camera.image_resolution_width if camera.HasField("image_resolution_width") else None
+        ),
+        "image_height": (
+            camera.image_resolution_height if camera.HasField("image_resolution_height") else None
+        ),
+        "tracking_state": _tracking_state(camera),
+    }
+
+
+def decode_annotation(data: bytes) -> dict[str, Any]:
+    """Decode an annotation file (`annotations/CLASS/batch-I/J.pbdata`, one `Sequence`).
+
+    Args:
+        data: The whole file.
+
+    Returns:
+        `{"objects": [...], "frames": [...]}`. Each object is `{"id", "category", "type",
+        "rotation" (9), "translation" (3), "scale" (3), "keypoints" ([[x, y, z], ...] in the
+        object frame), "method"}`. Each frame is `{"frame_id", "timestamp", "objects": [{
+        "object_id", "visibility", "keypoints_2d" ([[x, y, depth], ...], x and y normalized),
+        "keypoints_3d" ([[x, y, z], ...], camera coordinates)}], "camera"}` where camera is
+        `{"intrinsics", "transform", "projection_matrix", "view_matrix", "image_width",
+        "image_height", "tracking_state"}` or None. Note that the annotation's `category` is
+        sometimes wrong in the real data (trust the folder name) and that its timestamps and
+        visibilities are often 0 (take times from the geometry file by `frame_id`).
+
+    Raises:
+        DecodeError: Empty input, bytes protobuf rejects, a known field with the wrong wire
+            type, or a message with no recognisable Sequence content.
+    """
+    if not data:
+        raise DecodeError("annotation: the file is empty (0 bytes), so it holds no Sequence")
+    sequence = _parse(pb.Sequence, data, "annotation")
+    top_level = unknown_fields.UnknownFieldSet(sequence)
+    if len(top_level):
+        # Sequence has exactly two fields; anything else at the top means these are not
+        # annotation bytes (the sub-messages may legally carry fields newer than the schema).
+        numbers = sorted({field.field_number for field in top_level})
+        raise DecodeError(
+            f"annotation: not a Sequence: top-level field number(s) {numbers} are not "
+            "1 (objects) or 2 (frame_annotations)"
+        )
+    if not sequence.objects and not sequence.frame_annotations:
+        raise DecodeError(f"annotation: {len(data)} bytes decode to a Sequence with no content")
+    problem = _wire_type_problem(sequence, "Sequence")
+    if problem:
+        raise DecodeError(f"annotation: corrupt field: {problem}")
+
+    type_enum = pb.Object.DESCRIPTOR.enum_types_by_name["Type"]
+    method_enum = pb.Object.DESCRIPTOR.enum_types_by_name["Method"]
+    objects = [
+        {
+            "id": obj.id,
+            "category": obj.category,
+            "type": _enum_name(type_enum, obj.type),
+            "rotation": _floats(obj.rotation),
+            "translation": _floats(obj.translation),
+            "scale": _floats(obj.scale),
+            "keypoints": [[float(k.x), float(k.y), float(k.z)] for k in obj.keypoints],
+            "method": _enum_name(method_enum, obj.method),
+        }
+        for obj in sequence.objects
+    ]
+    frames = [
+        {
+            "frame_id": frame.frame_id,
+            "timestamp": float(frame.timestamp),
+            "objects": [
+                {
+                    "object_id": annotation.object_id,
+                    "visibility": float(annotation.visibility),
+                    "keypoints_2d": [
+                        [float(k.point_2d.x), float(k.point_2d.y), float(k.point_2d.depth)]
+                        for k in annotation.keypoints
+                    ],
+                    "keypoints_3d": [
+                        [float(k.point_3d.x), float(k.point_3d.y), float(k.point_3d.z)]
+                        for k in annotation.keypoints
+                    ],
+                }
+                for annotation in frame.annotations
+            ],
+            "camera": _camera(frame.camera) if frame.HasField("camera") else None,
+        }
+        for frame in sequence.frame_annotations
+    ]
+    return {"objects": objects, "frames": frames}
+
+
+def decode_geometry(data: bytes) -> dict[str, Any]:
+    """Decode an AR metadata file (`geometry.pbdata`: length-framed `ARFrame` records).
+
+    Only the timestamp and the camera of each frame are decoded; depth data, light estimate,
+    plane anchors, feature points and motion data are skipped.
+
+    Args:
+        data: The whole file.
+
+    Returns:
+        `{"frames": [...]}`, one entry per record in file order: `{"timestamp",
+        "tracking_state", "camera_transform" (16), "intrinsics" (9), "projection_matrix" (16),
+        "view_matrix" (16), "image_width", "image_height"}`. A frame without a camera has None
+        for every camera value; a frame without a timestamp has None there.
+
+    Raises:
+        DecodeError: Empty input (a 0-byte placeholder), a record cut short, a record protobuf
+            rejects, or a known field with the wrong wire type; the message names the record
+            and its byte offset.
+    """
+    if not data:
+        raise DecodeError("geometry: the file is empty (0 bytes), so it holds no ARFrame")
+    try:
+        records = pb.split_geometry_records(data)
+    except ValueError as exc:
+        raise DecodeError(f"geometry: {exc}") from exc
+
+    frames: list[dict[str, Any]] = []
+    offset = 0
+    for index, record in enumerate(records):
+        where = f"geometry record {index} (byte offset {offset})"
+        frame = _parse(pb.ARFrame, record, where)
+        problem = _wire_type_problem(frame, "ARFrame", _GEOMETRY_UNCHECKED)
+        if problem:
+            raise DecodeError(f"{where}: corrupt field: {problem}")
+        camera = frame.camera if frame.HasField("camera") else None
+        values = _camera(camera) if camera is not None else None
+        frames.append(
+            {
+                "timestamp": float(frame.timestamp) if frame.HasField("timestamp") else None,
+                "tracking_state": values["tracking_state"] if values else None,
+                "camera_transform": values["transform"] if values else None,
+                "intrinsics": values["intrinsics"] if values else None,
+                "projection_matrix": values["projection_matrix"] if values else None,
+                "view_matrix": values["view_matrix"] if values else None,
+                "image_width": values["image_width"] if values else None,
+                "image_height": values["image_height"] if values else None,
+            }
+        )
+        offset += pb.RECORD_HEADER.size + len(record)
+    return {"frames": frames}
