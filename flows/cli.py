@@ -72,6 +72,7 @@ def _add_convert_options(parser: argparse.ArgumentParser) -> None:
             required=name in required,
             default=default,
             nargs="+" if kind == "array" else None,
+            choices=prop.get("enum"),
             type=_converter(kind, nullable),
             metavar=name.upper(),
             help=f"{help_text}{extra} (default: {default})"

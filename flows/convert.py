@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if __package__ in (None, ""):  # `python flows/convert.py`: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,6 +54,7 @@ def objectron_to_wds(
     shuffle_seed: int | None = 0,
     only_with_anno: bool = False,
     classes: list[str] | None = None,
+    split: Literal["all", "train", "test"] = "all",
     series: str = "objectron",
     concurrency: int = 4,
     concurrency_limit: str | None = "objectron-wds-build",
@@ -75,7 +76,12 @@ def objectron_to_wds(
             shards; empty = keep key order. Changing it changes every shard.
         only_with_anno: Keep only videos that have an annotation file.
         classes: Only these classes (e.g. ["bike", "cup"]); empty = all nine.
-        series: First part of every shard name: SERIES-000000.tar.
+        split: `all` converts every video into one series; `train` or `test` converts only
+            the videos the index files (v1/index/CLASS_annotations_train|test) put in that
+            split, into the series SERIES-train or SERIES-test. Annotated videos in neither
+            split are reported.
+        series: First part of every shard name: SERIES-000000.tar (SERIES-SPLIT-000000.tar
+            with a split).
         concurrency: Shards built at the same time by this run.
         concurrency_limit: Name of a Prefect global concurrency limit that bounds builds across
             all runs and workers (created by `objectron-wds setup`); empty = none. A name with
@@ -95,7 +101,9 @@ def objectron_to_wds(
     )
     preflight(source, dest)
     objects = list_source(source, listing_file)
-    assembly = assemble(source, objects, only_with_anno, classes)
+    assembly = assemble(source, objects, only_with_anno, classes, split)
+    if split != "all":
+        series = f"{series}-{split}"
     if not assembly.samples:
         raise NoSamples(
             f"no samples under {source}: {len(objects)} objects listed, left out: "
@@ -155,7 +163,8 @@ def objectron_to_wds(
         "samples": sum(s.samples for s in stats),
         "tar_bytes": sum(s.tar_bytes for s in stats),
         "left_out": assembly.skipped_counts(),
-        "no_split": len(assembly.no_split),
+        "no_split": assembly.no_split,
+        "series": series,
         "index": None,
     }
     if failures:

@@ -35,6 +35,11 @@ SKIP_PLACEHOLDER = "placeholder (0-byte video or geometry)"
 SKIP_NO_GEOMETRY = "no geometry.pbdata"
 SKIP_UNSAFE_NAME = "unsafe name (only letters, digits, _ and - are allowed in CLASS/batch/index)"
 SKIP_NOT_ANNOTATED = "no annotation (only_with_anno)"
+SPLITS = ("all", "train", "test")
+
+
+def skip_not_in_split(split: str) -> str:
+    return f"not in the {split} split"
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ def assemble_samples(
     *,
     only_with_anno: bool = False,
     classes: Iterable[str] | None = None,
+    split: str = "all",
 ) -> Assembly:
     """Group listed objects into samples.
 
@@ -110,7 +116,10 @@ def assemble_samples(
         splits: `CLASS/batch-I/J` -> `train`/`test`, from `parse_split_index`.
         only_with_anno: keep only videos that have an annotation file.
         classes: keep only these classes (all when None).
+        split: `all`, or keep only the videos the index files put in `train` or `test`.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     by_name = {info.name: info for info in objects}
     wanted_classes = set(classes) if classes is not None else None
     splits = splits or {}
@@ -143,10 +152,13 @@ def assemble_samples(
         elif only_with_anno:
             skipped[SKIP_NOT_ANNOTATED].append(key)
             continue
-        split = splits.get(key)
-        if split is None and annotation is not None and splits:
+        sample_split = splits.get(key)
+        if sample_split is None and annotation is not None and splits:
             no_split.append(key)
-        samples.append(Sample(key, category, split, tuple(members)))
+        if split != "all" and sample_split != split:
+            skipped[skip_not_in_split(split)].append(key)
+            continue
+        samples.append(Sample(key, category, sample_split, tuple(members)))
     return Assembly(samples, dict(skipped), no_split)
 
 
@@ -156,6 +168,7 @@ def assemble(
     objects: list[ObjectInfo],
     only_with_anno: bool = False,
     classes: list[str] | None = None,
+    split: str = "all",
 ) -> Assembly:
     """Pair each video with its geometry and annotation; count what is left out and why."""
     from tasks.storage import open_storage
@@ -164,7 +177,14 @@ def assemble(
     source = open_storage(source_url)
     index_files = {name: source.read_bytes(name) for name in split_index_names(objects)}
     splits = parse_split_index(index_files)
-    assembly = assemble_samples(objects, splits, only_with_anno=only_with_anno, classes=classes)
+    if split != "all" and not splits:
+        raise ValueError(
+            f"split={split!r} needs the split index files v1/index/CLASS_annotations_{split} "
+            f"in {source_url}, and there are none; use split='all'"
+        )
+    assembly = assemble_samples(
+        objects, splits, only_with_anno=only_with_anno, classes=classes, split=split
+    )
     logger.info(
         "%d samples (%d annotated); left out: %s; split index: %d files, %d keys",
         len(assembly.samples),

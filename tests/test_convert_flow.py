@@ -308,3 +308,33 @@ class CutShortSource(Storage):
 
     def check_root(self) -> None:
         self.inner.check_root()
+
+
+def test_train_and_test_splits_are_disjoint_series_that_cover_the_annotated_set(
+    sample_bucket: SourceBucket, new_bucket: str, tmp_path: Path
+) -> None:
+    """The sample dataset uses the real index files; book/batch-3/18 is in neither split."""
+    keys: dict[str, set[str]] = {}
+    for split in ("train", "test"):
+        summary = objectron_to_wds(
+            dest=new_bucket, source=sample_bucket.url, shard_size=4, split=split
+        )
+        assert summary["series"] == f"objectron-{split}"
+        dest = open_storage(new_bucket)
+        names = [n for n in shard_names(dest) if n.startswith(f"objectron-{split}-")]
+        assert names and names[0] == f"objectron-{split}-000000.tar"
+        samples = []
+        for name in names:
+            path = tmp_path / name
+            path.write_bytes(dest.read_bytes(name))
+            samples += list(wds.WebDataset(str(path), shardshuffle=False))
+        assert all(json.loads(s["json"])["split"] == split for s in samples)
+        keys[split] = {s["__key__"] for s in samples}
+        assert summary["no_split"] == sample_bucket.dataset.no_split
+        assert dest.exists(f"objectron-{split}-shardindex.json")
+    assert keys["train"] and keys["test"]
+    assert not keys["train"] & keys["test"]
+    assert keys["train"] | keys["test"] | set(sample_bucket.dataset.no_split) == set(
+        sample_bucket.dataset.annotated
+    )
+    assert sample_bucket.dataset.no_split == ["book/batch-3/18"]
