@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import RunReport
 from tasks.build import STATUS_BUILT, STATUS_CACHED, ShardStats, build
 from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_parameters
 from tasks.index import write_index
@@ -60,6 +61,7 @@ def objectron_to_wds(
     concurrency_limit: str | None = "objectron-wds-build",
     chunk_size_mib: int = 16,
     overwrite: bool = False,
+    decode: bool = True,
 ) -> dict[str, Any]:
     """Convert an Objectron-shaped bucket or folder into WebDataset shards.
 
@@ -90,6 +92,9 @@ def objectron_to_wds(
             three chunks.
         overwrite: Replace shards and specs at the destination that came from a different
             plan. Off by default: such a run is refused before writing anything.
+        decode: Also store each geometry and annotation decoded to JSON (KEY.geometry.json,
+            KEY.anno.json), so training code needs no protobuf schema. The raw .pbdata stay.
+            A file that does not decode is kept raw and its error recorded in KEY.json.
     """
     logger = get_run_logger()
     validate_parameters(
@@ -121,9 +126,10 @@ def objectron_to_wds(
         "Plan: %d samples into %d shards of up to %d (seed %s)",
         sum(len(p.samples) for p in plans), len(plans), shard_size, shuffle_seed,
     )  # fmt: skip
-    specs = upload_shard_specs(source, dest, plans, overwrite)
+    specs = upload_shard_specs(source, dest, plans, overwrite, decode)
     existing = set(specs.existing_shards)
     limit = existing_concurrency_limit(concurrency_limit)
+    report = RunReport(len(specs.digests), f"{series} -> {dest}")
 
     # A shard missing at the destination is always built, even if a cache record says it was
     # built once (it may have been deleted since); a present one may be answered from the cache.
@@ -138,11 +144,13 @@ def objectron_to_wds(
             result = future.result()
         except Exception as exc:
             failures.append(f"{shard}: {type(exc).__name__}: {exc}")
+            report.shard_failed(shard, f"{type(exc).__name__}: {exc}")
             return
         if future.state.name == "Cached":
             # The record is from the run that built it; this run did not build it again.
             result = replace(result, status=STATUS_CACHED)
         stats.append(result)
+        report.shard_finished(result)
 
     for shard, digest in specs.digests.items():
         while len(in_flight) >= concurrency:
@@ -152,6 +160,7 @@ def objectron_to_wds(
         in_flight[future] = shard
     for future in as_completed(list(in_flight)):
         collect(future)
+    report.publish_table()
 
     built = sum(s.status == STATUS_BUILT for s in stats)
     summary: dict[str, Any] = {

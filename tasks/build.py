@@ -26,7 +26,9 @@ import google_crc32c
 from prefect import get_run_logger, task
 from prefect.concurrency.sync import concurrency
 
+from tasks.decode import DecodeError, decode_annotation, decode_geometry
 from tasks.policy import RETRY_POLICY
+from tasks.samples import ANNOTATION, GEOMETRY
 from tasks.specs import MemberSpec, ShardFiles, ShardSpec
 from tasks.storage import (
     AlreadyExists,
@@ -43,6 +45,13 @@ COPY_PIECE = 1024 * 1024
 # depend on when it was built.
 FIXED_MTIME = 1604448000
 DIGEST_COMMENT_PREFIX = "objectron-wds spec sha256:"
+
+# Raw members are decoded from memory; bigger ones (none in Objectron) are kept raw only.
+DECODE_MAX_BYTES = 256 * 1024 * 1024
+DECODERS: dict[str, Callable[[bytes], Any]] = {
+    GEOMETRY: decode_geometry,
+    ANNOTATION: decode_annotation,
+}
 
 STATUS_BUILT = "built"
 STATUS_EXISTS = "exists"
@@ -61,6 +70,15 @@ class MemberStats:
 
 
 @dataclass
+class DecodeFailure:
+    """A raw member that could not be decoded: the raw bytes are kept, the JSON twin omitted."""
+
+    key: str
+    member: str
+    error: str
+
+
+@dataclass
 class ShardStats:
     """What one shard holds; written beside it as `NAME.stats.json` once the tar is complete."""
 
@@ -72,6 +90,7 @@ class ShardStats:
     source_bytes: int
     seconds: float
     members: list[MemberStats] = field(default_factory=list)
+    decode_errors: list[DecodeFailure] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
@@ -80,6 +99,7 @@ class ShardStats:
     def from_json(cls, data: bytes) -> ShardStats:
         document = json.loads(data)
         document["members"] = [MemberStats(**m) for m in document.get("members", [])]
+        document["decode_errors"] = [DecodeFailure(**d) for d in document.get("decode_errors", [])]
         return cls(**document)
 
 
@@ -119,9 +139,10 @@ class TarStreamWriter:
         return self.add_stream(name, len(data), io.BytesIO(data))
 
     def add_stream(
-        self, name: str, size: int, reader: IO[bytes], on_bytes: Callable[[int], None] | None = None
+        self, name: str, size: int, reader: IO[bytes], keep: bytearray | None = None
     ) -> str:
         """Copy exactly `size` bytes from `reader` as member `name`; returns its CRC32C (hex).
+        With `keep`, the bytes are also appended to it (for members decoded afterwards).
 
         Raises:
             SourceChanged: the reader ended before `size` bytes.
@@ -138,8 +159,8 @@ class TarStreamWriter:
             checksum.update(piece)
             self._write(piece)
             remaining -= len(piece)
-            if on_bytes is not None:
-                on_bytes(len(piece))
+            if keep is not None:
+                keep += piece
         self._pad(BLOCK)
         return checksum.digest().hex()
 
@@ -177,6 +198,68 @@ def _check_checksum(member: MemberSpec, actual_hex: str, url: str) -> None:
         )
 
 
+class _MemberWriter:
+    """Writes the three kinds of spec member into a tar, keeping what decoding needs: the raw
+    bytes of members with a JSON twin (geometry, annotation: megabytes, never the video), and
+    the per-sample decode errors that go into the sample's json."""
+
+    def __init__(self, source: Storage, spec: ShardSpec) -> None:
+        self.source = source
+        self.wanted = {(m.key, m.decoded_from) for m in spec.members if m.decoded_from}
+        self.raw: dict[tuple[str, str], bytes] = {}
+        self.errors: dict[str, dict[str, str]] = {}
+        self.stats: list[MemberStats] = []
+        self.failures: list[DecodeFailure] = []
+
+    def _fail(self, key: str, member: str, error: str) -> None:
+        self.errors.setdefault(key, {})[member] = error
+        self.failures.append(DecodeFailure(key, member, error))
+
+    def write(self, tar: TarStreamWriter, member: MemberSpec) -> None:
+        if member.source is not None:
+            self._copy_source(tar, member)
+            return
+        data = self._decode(member) if member.decoded_from is not None else self._metadata(member)
+        if data is None:
+            return  # not decodable: recorded, and the sample keeps its raw member
+        crc = tar.add_bytes(member.name, data)
+        self.stats.append(MemberStats(member.name, len(data), crc))
+
+    def _copy_source(self, tar: TarStreamWriter, member: MemberSpec) -> None:
+        assert member.source is not None and member.size is not None
+        wanted = (member.key, member.extension) in self.wanted
+        keep = bytearray() if wanted and member.size <= DECODE_MAX_BYTES else None
+        with self.source.open_read(member.source, member.generation) as reader:
+            crc = tar.add_stream(member.name, member.size, reader, keep=keep)
+        _check_checksum(member, crc, self.source.url_for(member.source))
+        self.stats.append(MemberStats(member.name, member.size, crc))
+        if keep is not None:
+            self.raw[(member.key, member.extension)] = bytes(keep)
+        elif wanted:
+            self._fail(member.key, member.extension, f"too large to decode (> {DECODE_MAX_BYTES})")
+
+    def _decode(self, member: MemberSpec) -> bytes | None:
+        assert member.decoded_from is not None
+        raw = self.raw.pop((member.key, member.decoded_from), None)
+        if raw is None:
+            return None
+        try:
+            document = DECODERS[member.decoded_from](raw)
+        except DecodeError as exc:
+            self._fail(member.key, member.decoded_from, str(exc))
+            return None
+        return json.dumps(document, separators=(",", ":")).encode()
+
+    def _metadata(self, member: MemberSpec) -> bytes:
+        assert member.text is not None
+        errors = self.errors.pop(member.key, None)
+        if not errors:
+            return member.text.encode()
+        document = json.loads(member.text)
+        document["decode_errors"] = errors
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
 def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardStats:
     """Stats of a shard that exists already: its stats file if present, else from the spec."""
     files = ShardFiles(spec.base)
@@ -192,7 +275,7 @@ def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardSt
         status=STATUS_EXISTS,
         samples=spec.samples,
         tar_bytes=info.size if info else 0,
-        source_bytes=sum(m.size for m in spec.members),
+        source_bytes=sum(m.size or 0 for m in spec.members),
         seconds=0.0,
     )
 
@@ -230,20 +313,13 @@ def build_shard(
         dest.delete(files.stats)
 
     started = time.monotonic()
-    member_stats: list[MemberStats] = []
+    members = _MemberWriter(source, spec)
     try:
         with dest.open_create(files.tar) as out:
             tar = TarStreamWriter(out)
             tar.write_global_header({"comment": f"{DIGEST_COMMENT_PREFIX}{digest}"})
             for member in spec.members:
-                if member.text is not None:
-                    crc = tar.add_bytes(member.name, member.text.encode())
-                else:
-                    assert member.source is not None
-                    with source.open_read(member.source, member.generation) as reader:
-                        crc = tar.add_stream(member.name, member.size, reader)
-                    _check_checksum(member, crc, source.url_for(member.source))
-                member_stats.append(MemberStats(member.name, member.size, crc))
+                members.write(tar, member)
             tar.close()
             tar_bytes = tar.offset
     except AlreadyExists:
@@ -259,10 +335,13 @@ def build_shard(
         status=STATUS_BUILT,
         samples=spec.samples,
         tar_bytes=tar_bytes,
-        source_bytes=sum(m.size for m in spec.members),
+        source_bytes=sum(m.size or 0 for m in spec.members),
         seconds=round(time.monotonic() - started, 3),
-        members=member_stats,
+        members=members.stats,
+        decode_errors=members.failures,
     )
+    for failure in members.failures:
+        log(f"{spec.shard}: {failure.key}.{failure.member} kept raw, not decoded: {failure.error}")
     # Stats are derived data written after the shard: replaced, not create-only.
     dest.replace_bytes(files.stats, stats.to_json())
     log(

@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.planning import ShardPlan
 from tasks.policy import RETRY_POLICY
-from tasks.samples import METADATA, Sample
+from tasks.samples import ANNOTATION, GEOMETRY, METADATA, Sample
 from tasks.storage import AlreadyExists, Storage, b64_to_hex
 
 SPEC_FORMAT = "objectron-wds-spec-v1"
@@ -36,15 +36,31 @@ class PlanConflict(Exception):
 
 @dataclass(frozen=True)
 class MemberSpec:
-    """A tar member: either streamed from a source object or inline text (the sample's json)."""
+    """A tar member, one of three kinds:
+    - streamed from a source object (`source`, with the `size`, `generation` and checksums that
+      pin it);
+    - decoded at build time from another member of the same sample (`decoded_from`, e.g.
+      `geometry.pbdata` for `KEY.geometry.json`); its size is known only then;
+    - the sample's metadata (`text`: its JSON; decode errors are added at build time)."""
 
     name: str
-    size: int
+    size: int | None = None
     source: str | None = None
     generation: str | None = None
     crc32c: str | None = None
     md5: str | None = None
+    decoded_from: str | None = None
     text: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The WebDataset key: the name up to the first dot of its last path component."""
+        folder, _, last = self.name.rpartition("/")
+        return f"{folder}/{last.split('.', 1)[0]}" if folder else last.split(".", 1)[0]
+
+    @property
+    def extension(self) -> str:
+        return self.name[len(self.key) + 1 :]
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,8 @@ class ShardSpec:
         for member in self.members:
             if member.text is not None:
                 lines.append(f"{member.name} text:{member.text}")
+            elif member.decoded_from is not None:
+                continue  # decoded at build time: tarp has no way to make it
             elif root.startswith("gs://"):
                 lines.append(f"{member.name} pipe:gsutil cat {root}/{member.source}")
             else:
@@ -147,8 +165,13 @@ def sample_metadata(sample: Sample, source_url: str) -> dict[str, Any]:
     }
 
 
-def make_spec(plan: ShardPlan, source_url: str) -> ShardSpec:
-    """The spec of one planned shard: each sample's source members, then its json."""
+# Raw members that have a decoded JSON twin, and the twin's extension.
+DECODED_TWINS = {GEOMETRY: "geometry.json", ANNOTATION: "anno.json"}
+
+
+def make_spec(plan: ShardPlan, source_url: str, *, decode: bool = True) -> ShardSpec:
+    """The spec of one planned shard: each sample's source members, their decoded JSON twins
+    (with `decode`), then the sample's json."""
     members: list[MemberSpec] = []
     for sample in plan.samples:
         for member in sample.members:
@@ -162,12 +185,19 @@ def make_spec(plan: ShardPlan, source_url: str) -> ShardSpec:
                     md5=member.source.md5,
                 )
             )
+        if decode:
+            for member in sample.members:
+                if member.extension in DECODED_TWINS:
+                    members.append(
+                        MemberSpec(
+                            name=f"{sample.key}.{DECODED_TWINS[member.extension]}",
+                            decoded_from=member.extension,
+                        )
+                    )
         text = json.dumps(
             sample_metadata(sample, source_url), sort_keys=True, separators=(",", ":")
         )
-        members.append(
-            MemberSpec(name=f"{sample.key}.{METADATA}", size=len(text.encode()), text=text)
-        )
+        members.append(MemberSpec(name=f"{sample.key}.{METADATA}", text=text))
     return ShardSpec(f"{plan.name}.tar", source_url, len(plan.samples), tuple(members))
 
 
@@ -269,18 +299,22 @@ def read_spec(dest: Storage, base: str) -> ShardSpec:
 
 
 def total_source_bytes(specs: Iterable[ShardSpec]) -> int:
-    return sum(member.size for spec in specs for member in spec.members)
+    return sum(member.size or 0 for spec in specs for member in spec.members)
 
 
 @task(name="upload-specs", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
 def upload_shard_specs(
-    source_url: str, dest_url: str, plans: list[ShardPlan], overwrite: bool = False
+    source_url: str,
+    dest_url: str,
+    plans: list[ShardPlan],
+    overwrite: bool = False,
+    decode: bool = True,
 ) -> SpecUpload:
     """Write each shard's tarp spec and pinned spec next to the shards (create-only)."""
     from tasks.storage import open_storage
 
     logger = get_run_logger()
-    specs = [make_spec(plan, source_url) for plan in plans]
+    specs = [make_spec(plan, source_url, decode=decode) for plan in plans]
     result = upload_specs(open_storage(dest_url), specs, overwrite=overwrite)
     logger.info(
         "Specs for %d shards at %s: %d written, %d already there, %d replaced; %d shards exist",

@@ -13,6 +13,7 @@ import webdataset as wds
 from flows.convert import NoSamples, objectron_to_wds
 from tasks.build import build_shard, read_recorded_digest
 from tasks.checks import InvalidInput
+from tasks.decode import decode_annotation, decode_geometry
 from tasks.listing import list_source_api, parse_listing_file, resolve_listed_names
 from tasks.planning import plan_shards
 from tasks.sample_data import write_sample_dataset
@@ -50,10 +51,17 @@ def check_sample_against_source(sample: dict[str, Any], source: SourceBucket) ->
         assert sample[field] == source.storage.read_bytes(f"videos/{key}/{filename}"), field
         assert meta["sources"][field]["url"] == f"{source.url}/videos/{key}/{filename}"
         assert meta["sources"][field]["size"] == len(sample[field])
+    assert json.loads(sample["geometry.json"]) == json.loads(
+        json.dumps(decode_geometry(sample["geometry.pbdata"]))
+    )
     if key in source.dataset.annotated:
         assert sample["anno.pbdata"] == source.storage.read_bytes(f"annotations/{key}.pbdata")
+        anno = json.loads(sample["anno.json"])
+        assert anno == json.loads(json.dumps(decode_annotation(sample["anno.pbdata"])))
+        assert len(anno["frames"]) == len(json.loads(sample["geometry.json"])["frames"])
     else:
-        assert "anno.pbdata" not in sample
+        assert "anno.pbdata" not in sample and "anno.json" not in sample
+    assert "decode_errors" not in meta
 
 
 def test_convert_gives_shards_webdataset_reads_back(
@@ -84,7 +92,8 @@ def test_convert_gives_shards_webdataset_reads_back(
         assert stat is not None and stat.size == entry["filesize"]
     # The tarp spec beside each shard names every member with a gsutil source.
     tarp = dest.read_bytes("objectron-000000.txt").decode().splitlines()
-    assert len(tarp) == len(read_spec(dest, "objectron-000000").members)
+    raw_members = [m for m in read_spec(dest, "objectron-000000").members if not m.decoded_from]
+    assert len(tarp) == len(raw_members) == 3 * 4 - sum("anno.pbdata" not in s for s in samples[:3])
     assert tarp[0].split(" ", 1)[1].startswith(f"pipe:gsutil cat {sample_bucket.url}/videos/")
 
 
@@ -220,7 +229,7 @@ def test_interrupted_build_leaves_nothing_and_next_run_completes(
     write_sample_dataset(source, videos=3, seed=1, video_bytes=1024 * 1024)
     plans = plan_shards(assemble_samples(list_source_api(source)).samples, shard_size=3)
     spec = make_spec(plans[0], source.url)
-    assert sum(m.size for m in spec.members) > 3 * 1024 * 1024
+    assert sum(m.size or 0 for m in spec.members) > 3 * 1024 * 1024
     for dest_url in (new_bucket, str(tmp_path / "local")):
         dest = open_storage(dest_url, chunk_size=256 * 1024)
         upload_specs(dest, [spec])
