@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -25,6 +27,9 @@ from typing import IO, Any, cast
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 16 * MiB
+# Seconds one HTTP request may take (connect, read) before it counts as stalled and is retried.
+REQUEST_TIMEOUT = (10.0, 60.0)
+_log = logging.getLogger("objectron_wds.storage")
 # A local partial file carries this marker so listings skip it and readers never see it.
 PARTIAL_MARKER = ".objectron-wds-partial-"
 
@@ -281,6 +286,28 @@ def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
         return storage.Client.create_anonymous_client()
 
 
+def _log_retry(exc: Exception) -> None:
+    """Called by the client's retry loop before each retry: makes retries visible in the flow's
+    logs (Prefect's run logger when there is a run, the module logger otherwise)."""
+    message = f"transient storage error, retrying: {redact(f'{type(exc).__name__}: {exc}')[:300]}"
+    try:
+        from prefect import get_run_logger
+
+        get_run_logger().warning(message)
+    except Exception:
+        _log.warning(message)
+
+
+def storage_retry() -> Any:
+    """The client-side retry of every GCS call: transient errors only, exponential backoff."""
+    from google.api_core.retry import Retry
+
+    return Retry(
+        predicate=is_transient, initial=0.5, maximum=8.0, multiplier=2.0, timeout=180.0,
+        on_error=_log_retry,
+    )  # fmt: skip
+
+
 class GcsStorage(Storage):
     """A bucket (and optional prefix) through google-cloud-storage."""
 
@@ -299,6 +326,7 @@ class GcsStorage(Storage):
         self.prefix = prefix
         self.url = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
         self._client = client
+        self._retry = storage_retry()
 
     @property
     def client(self) -> Any:
@@ -333,7 +361,7 @@ class GcsStorage(Storage):
         from google.api_core import exceptions as gexc
 
         try:
-            exists = self.bucket.exists()
+            exists = self.bucket.exists(retry=self._retry, timeout=REQUEST_TIMEOUT)
         except gexc.Forbidden as exc:
             raise PermissionDenied(f"no permission to use bucket gs://{self.bucket_name}") from exc
         if not exists:
@@ -346,7 +374,13 @@ class GcsStorage(Storage):
         strip = len(self.prefix) + 1 if self.prefix else 0
         # Large pages: fake-gcs-server rescans the bucket per page, and GCS allows 5,000.
         try:
-            for blob in self.client.list_blobs(self.bucket_name, prefix=key_prefix, page_size=5000):
+            for blob in self.client.list_blobs(
+                self.bucket_name,
+                prefix=key_prefix,
+                page_size=5000,
+                retry=self._retry,
+                timeout=REQUEST_TIMEOUT,
+            ):
                 if blob.name.endswith("/"):
                     continue  # "folder" placeholder objects made by some tools
                 yield self._info(blob, blob.name[strip:])
@@ -356,7 +390,7 @@ class GcsStorage(Storage):
             raise PermissionDenied(f"no permission to list gs://{self.bucket_name}") from exc
 
     def stat(self, name: str) -> ObjectInfo | None:
-        blob = self.bucket.get_blob(self._key(name))
+        blob = self.bucket.get_blob(self._key(name), retry=self._retry, timeout=REQUEST_TIMEOUT)
         return None if blob is None else self._info(blob, name)
 
     def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
@@ -365,12 +399,12 @@ class GcsStorage(Storage):
         key = self._key(name)
         blob = self.bucket.blob(key, generation=int(generation) if generation else None)
         try:
-            blob.reload()
+            blob.reload(retry=self._retry, timeout=REQUEST_TIMEOUT)
         except gexc.NotFound as exc:
-            if generation is not None and self.bucket.get_blob(key) is not None:
+            if generation is not None and self.stat(name) is not None:
                 raise SourceChanged(
-                    f"{self.url_for(name)} was overwritten since it was planned "
-                    f"(generation {generation} is gone)"
+                    f"{self.url_for(name)} changed since it was planned "
+                    f"(generation {generation} was overwritten)"
                 ) from exc
             raise ObjectNotFound(f"{self.url_for(name)} does not exist") from exc
         except gexc.Forbidden as exc:
@@ -381,20 +415,30 @@ class GcsStorage(Storage):
                 f"{self.url_for(name)} changed since it was planned "
                 f"(generation {generation}, now {blob.generation})"
             )
-        return cast(IO[bytes], blob.open("rb", chunk_size=self.chunk_size))
+        return cast(
+            IO[bytes],
+            blob.open(
+                "rb",
+                chunk_size=self.chunk_size,
+                retry=self._retry,
+                timeout=REQUEST_TIMEOUT,
+                # Real GCS then refuses a newer version mid-read (the emulator ignores it).
+                if_generation_match=int(generation) if generation else None,
+            ),
+        )
 
     @contextlib.contextmanager
     def open_create(self, name: str) -> Iterator[IO[bytes]]:
         from google.api_core import exceptions as gexc
 
         blob = self.bucket.blob(self._key(name))
-        if blob.exists():
+        if blob.exists(retry=self._retry, timeout=REQUEST_TIMEOUT):
             raise AlreadyExists(f"{self.url_for(name)} exists already")
         # Small objects go through one multipart request (buffered here); large ones stream as
         # a resumable upload that GCS finalizes atomically when the writer is closed.
         # if_generation_match=0 makes both create-only. BlobWriter cancels the upload when the
         # block raises, so an interrupted shard leaves nothing at its final name.
-        writer = _CreateOnlyWriter(blob, self.chunk_size)
+        writer = _CreateOnlyWriter(blob, self.chunk_size, self._retry)
         try:
             yield cast(IO[bytes], writer)
         except BaseException:
@@ -414,14 +458,17 @@ class GcsStorage(Storage):
     def replace_bytes(self, name: str, data: bytes) -> None:
         # A single-request upload replaces the object atomically.
         self.bucket.blob(self._key(name)).upload_from_string(
-            data, content_type="application/json" if name.endswith(".json") else None
+            data,
+            content_type="application/json" if name.endswith(".json") else "text/plain",
+            retry=self._retry,
+            timeout=REQUEST_TIMEOUT,
         )
 
     def delete(self, name: str) -> None:
         from google.api_core import exceptions as gexc
 
         with contextlib.suppress(gexc.NotFound):
-            self.bucket.blob(self._key(name)).delete()
+            self.bucket.blob(self._key(name)).delete(retry=self._retry, timeout=REQUEST_TIMEOUT)
 
 
 class _CreateOnlyWriter:
@@ -429,9 +476,10 @@ class _CreateOnlyWriter:
     (the only create-only write fake-gcs-server enforces), larger ones switch to a resumable
     upload streamed chunk by chunk. Memory stays at about one chunk either way."""
 
-    def __init__(self, blob: Any, chunk_size: int) -> None:
+    def __init__(self, blob: Any, chunk_size: int, retry: Any) -> None:
         self.blob = blob
         self.chunk_size = chunk_size
+        self.retry = retry
         self.buffer = bytearray()
         self.stream: Any = None
 
@@ -446,6 +494,8 @@ class _CreateOnlyWriter:
                 if_generation_match=0,
                 ignore_flush=True,
                 content_type="application/octet-stream",
+                retry=self.retry,
+                timeout=REQUEST_TIMEOUT,
             )
             self.stream.write(bytes(self.buffer))
             self.buffer = bytearray()
@@ -459,7 +509,11 @@ class _CreateOnlyWriter:
                 raise _unwrap_upload_error(exc) from exc
         else:
             self.blob.upload_from_string(
-                bytes(self.buffer), if_generation_match=0, content_type="application/octet-stream"
+                bytes(self.buffer),
+                if_generation_match=0,
+                content_type="application/octet-stream",
+                retry=self.retry,
+                timeout=REQUEST_TIMEOUT,
             )
 
     def abort(self) -> None:
@@ -528,3 +582,31 @@ def is_transient(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+# Patterns of credentials that must never reach a log line, a file or an error message.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"ya29\.[A-Za-z0-9._-]+"),
+    re.compile(
+        r"(?i)(\"?(?:access_token|refresh_token|client_secret|private_key|id_token|token)\"?"
+        r"\s*[:=]\s*\"?)[^\"&\s,}]+"
+    ),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+]
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a credential value (a token, a key) so `redact` removes it wherever it appears."""
+    if value and len(value) >= 8:
+        _known_secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """`text` with bearer tokens, OAuth tokens, private keys and registered secrets removed."""
+    for secret in _known_secrets:
+        text = text.replace(secret, "[redacted]")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
+    return text

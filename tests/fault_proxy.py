@@ -1,0 +1,193 @@
+"""A fault-injecting HTTP proxy between the storage client and fake-gcs-server.
+
+It forwards every request to the emulator and, at a configurable rate (seeded), instead:
+- answers 503 or 429 without forwarding;
+- resets the connection in the middle of a download body (after forwarding);
+- resets the connection while an upload request's body is being received (not forwarded);
+- stalls the response for a while, then forwards.
+Rules can also make requests whose path matches a pattern fail permanently (403, 404).
+
+URLs the emulator hands out (resumable upload sessions, media links) are rewritten to point at
+the proxy, so no request goes around it. It listens on 127.0.0.1 only and stops with `stop()`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import re
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+FAULT_KINDS = ("503", "429", "reset_read", "reset_upload", "stall")
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+
+
+@dataclass
+class FaultPlan:
+    rate: float = 0.0
+    kinds: tuple[str, ...] = FAULT_KINDS
+    seed: int = 0
+    stall_seconds: float = 1.5
+    # (regex on the unquoted request path, HTTP status): permanent failures, never random.
+    permanent: list[tuple[str, int]] = field(default_factory=list)
+    # Text put into every error body (to check that servers' words never leak secrets).
+    error_text: str = ""
+    # Inject each kind at least once, at the first request it applies to, whatever the dice say.
+    each_kind_once: bool = True
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, plan: FaultPlan | None = None) -> None:
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.plan = plan or FaultPlan()
+        self.injected: Counter[str] = Counter()
+        self.requests = 0
+        self._rng = random.Random(self.plan.seed)
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def set_plan(self, plan: FaultPlan) -> None:
+        with self._lock:
+            self.plan = plan
+            self._rng = random.Random(plan.seed)
+
+    def _decide(self, method: str, path: str, has_body: bool) -> str | int | None:
+        with self._lock:
+            self.requests += 1
+            for pattern, status in self.plan.permanent:
+                if re.search(pattern, unquote(path)):
+                    self.injected[f"permanent_{status}"] += 1
+                    return status
+            if self.plan.rate <= 0:
+                return None
+            possible = [
+                k
+                for k in self.plan.kinds
+                if (k != "reset_upload" or has_body)
+                and (k != "reset_read" or (method == "GET" and "alt=media" in path))
+            ]
+            not_yet = [k for k in possible if self.plan.each_kind_once and not self.injected[k]]
+            if not_yet:
+                kind = not_yet[0]
+            elif possible and self._rng.random() < self.plan.rate:
+                kind = self._rng.choice(possible)
+            else:
+                return None
+            self.injected[kind] += 1
+            return kind
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _reset(self) -> None:
+                # SO_LINGER 0: close() sends RST, as a dropped connection does.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.close_connection = True
+                self.connection.close()
+
+            def _error(self, status: int) -> None:
+                body = json.dumps(
+                    {
+                        "error": {
+                            "code": status,
+                            "message": f"injected {status} {proxy.plan.error_text}".strip(),
+                        }
+                    }
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                decision = proxy._decide(self.command, self.path, length > 0)
+                if decision == "reset_upload":
+                    self.rfile.read(length // 2)
+                    self._reset()
+                    return
+                body = self.rfile.read(length) if length else b""
+                if isinstance(decision, int):
+                    self._error(decision)
+                    return
+                if decision in ("503", "429"):
+                    self._error(int(decision))  # type: ignore[arg-type]
+                    return
+                if decision == "stall":
+                    time.sleep(proxy.plan.stall_seconds)
+                status, headers, data = self._forward(body)
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if decision == "reset_read" and len(data) > 1:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self._reset()
+                    return
+                self.wfile.write(data)
+
+            def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+                upstream = http.client.HTTPConnection(
+                    proxy.upstream_host, proxy.upstream_port, timeout=120
+                )
+                try:
+                    headers = {
+                        k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP
+                    }
+                    headers["Host"] = f"{proxy.upstream_host}:{proxy.upstream_port}"
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                    out_headers = []
+                    ours = f"127.0.0.1:{proxy.port}".encode()
+                    theirs = f"{proxy.upstream_host}:{proxy.upstream_port}".encode()
+                    for name, value in response.getheaders():
+                        if name.lower() in _HOP_BY_HOP or name.lower() == "content-length":
+                            continue
+                        out_headers.append((name, value.replace(theirs.decode(), ours.decode())))
+                    content_type = response.getheader("Content-Type") or ""
+                    if "json" in content_type:
+                        data = data.replace(theirs, ours)
+                    return response.status, out_headers, data
+                finally:
+                    upstream.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+        return Handler
