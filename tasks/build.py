@@ -25,7 +25,9 @@ from typing import IO, Any
 import google_crc32c
 from prefect import get_run_logger, task
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run as prefect_flow_run
 
+from tasks.claims import DEFAULT_LEASE_SECONDS, hold_claim
 from tasks.decode import DecodeError, decode_annotation, decode_geometry
 from tasks.policy import RETRY_POLICY
 from tasks.samples import ANNOTATION, GEOMETRY
@@ -287,8 +289,13 @@ def build_shard(
     *,
     overwrite: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    owner: str = "objectron-wds",
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> ShardStats:
     """Build one shard at `dest` from its spec, or confirm it is there already.
+
+    A claim (see tasks/claims.py) keeps concurrent runs from building the same shard twice;
+    `owner` names this run in it.
 
     Raises:
         ShardConflict: an object at the shard's name has another (or no) spec digest and
@@ -312,6 +319,43 @@ def build_shard(
         dest.delete(files.tar)
         dest.delete(files.stats)
 
+    with hold_claim(
+        dest,
+        files.tar,
+        owner=owner,
+        done=lambda: dest.exists(files.tar),
+        log=log,
+        lease_seconds=lease_seconds,
+    ) as held:
+        if not held or dest.exists(files.tar):
+            return _confirm_concurrent_build(dest, spec, digest, log)
+        return _write_shard(source, dest, spec, digest, log)
+
+
+def _confirm_concurrent_build(
+    dest: Storage, spec: ShardSpec, digest: str, log: Callable[[str], None]
+) -> ShardStats:
+    """Another run committed the shard while this one waited or built: accept it only if it
+    records the same spec."""
+    files = ShardFiles(spec.base)
+    found = read_recorded_digest(dest.read_head(files.tar, 4 * BLOCK))
+    if found != digest:
+        raise ShardConflict(
+            f"{dest.url_for(files.tar)} was just created by another run from spec "
+            f"sha256:{found or 'unknown'}, not this run's sha256:{digest}"
+        )
+    log(f"{spec.shard}: already exists, built by a concurrent run with the same spec")
+    return existing_shard_stats(dest, spec, digest)
+
+
+def _write_shard(
+    source: Storage, dest: Storage, spec: ShardSpec, digest: str, log: Callable[[str], None]
+) -> ShardStats:
+    files = ShardFiles(spec.base)
+    log(
+        f"{spec.shard}: building {spec.samples} samples, {len(spec.members)} members, "
+        f"{sum(m.size or 0 for m in spec.members):,} source bytes"
+    )
     started = time.monotonic()
     members = _MemberWriter(source, spec)
     try:
@@ -323,12 +367,8 @@ def build_shard(
             tar.close()
             tar_bytes = tar.offset
     except AlreadyExists:
-        # Another run finished this shard while we built it: confirm it is the same spec.
-        found = read_recorded_digest(dest.read_head(files.tar, 4 * BLOCK))
-        if found != digest:
-            raise
-        log(f"{spec.shard}: built by a concurrent run with the same spec")
-        return existing_shard_stats(dest, spec, digest)
+        # Committed by another run meanwhile (claims make this rare, not impossible).
+        return _confirm_concurrent_build(dest, spec, digest, log)
     stats = ShardStats(
         shard=spec.shard,
         spec_digest=digest,
@@ -396,4 +436,11 @@ def build(
     # flow's own `concurrency` parameter applies.
     slot = concurrency(concurrency_limit, occupy=1) if concurrency_limit else nullcontext()
     with slot:
-        return build_shard(source, dest, spec, overwrite=overwrite, log=logger.info)
+        return build_shard(
+            source,
+            dest,
+            spec,
+            overwrite=overwrite,
+            log=logger.info,
+            owner=f"flow run {prefect_flow_run.name} ({prefect_flow_run.id})",
+        )

@@ -22,6 +22,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.claims import remove_dead_claims
 from tasks.planning import ShardPlan
 from tasks.policy import RETRY_POLICY
 from tasks.samples import ANNOTATION, GEOMETRY, METADATA, Sample
@@ -225,6 +226,7 @@ def upload_specs(
         PlanConflict: an existing spec differs and `overwrite` is False; nothing was written.
     """
     present = {info.name for info in dest.list()}
+    remove_dead_claims(dest, present)
     all_files = [ShardFiles(spec.base) for spec in specs]
     to_compare = [(s, f) for s, f in zip(specs, all_files, strict=True) if f.spec in present]
     with ThreadPoolExecutor(max_workers=threads) as pool:
