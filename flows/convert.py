@@ -104,7 +104,7 @@ def objectron_to_wds(
         chunk_size_mib=chunk_size_mib,
         series=series,
     )
-    preflight(source, dest)
+    preflight(source, dest, listing_file)
     objects = list_source(source, listing_file)
     assembly = assemble(source, objects, only_with_anno, classes, split)
     if split != "all":

@@ -47,6 +47,23 @@ def validate_parameters(
         )
 
 
+def check_listing_file(location: str) -> None:
+    """A listing file, when given, must exist (a local path or a gs:// object)."""
+    if location.startswith("gs://"):
+        folder, _, name = location.rpartition("/")
+        try:
+            found = open_storage(folder).exists(name)
+        except (StorageError, ValueError) as exc:
+            raise InvalidInput(f"listing file {location}: {exc}") from exc
+    else:
+        found = Path(location).is_file()
+    if not found:
+        raise InvalidInput(
+            f"listing file {location} does not exist (make one with `gsutil ls -r SOURCE`, "
+            "or leave listing_file empty to list the bucket through the API)"
+        )
+
+
 def check_locations(source_url: str, dest_url: str) -> None:
     """The source must exist and be readable; the destination must be writable and must not lie
     inside the source (the shards would become part of what is converted)."""
@@ -90,6 +107,8 @@ def _check_local_destination(root: Path) -> None:
 
 
 @task(name="check-locations", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
-def preflight(source_url: str, dest_url: str) -> None:
+def preflight(source_url: str, dest_url: str, listing_file: str | None = None) -> None:
     """Refuse unusable source and destination locations before anything is written."""
     check_locations(source_url, dest_url)
+    if listing_file:
+        check_listing_file(listing_file)

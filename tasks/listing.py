@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.checks import InvalidInput
 from tasks.policy import RETRY_POLICY
 from tasks.storage import ObjectInfo, Storage
 
@@ -25,7 +26,7 @@ UNKNOWN_GENERATION = ""
 UNKNOWN_SIZE = -1
 
 
-class ListingFileError(ValueError):
+class ListingFileError(InvalidInput):
     """A listing file has lines that are neither object URLs nor gsutil's decorations."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.checks import InvalidInput
 from tasks.claims import remove_dead_claims
 from tasks.planning import ShardPlan
 from tasks.policy import RETRY_POLICY
@@ -31,7 +32,7 @@ from tasks.storage import AlreadyExists, Storage, b64_to_hex
 SPEC_FORMAT = "objectron-wds-spec-v1"
 
 
-class PlanConflict(Exception):
+class PlanConflict(InvalidInput):
     """The destination holds shards or specs from a different plan."""
 
 
