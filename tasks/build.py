@@ -29,7 +29,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 
 from tasks.claims import DEFAULT_LEASE_SECONDS, hold_claim
 from tasks.decode import DecodeError, decode_annotation, decode_geometry
-from tasks.policy import RETRY_POLICY
+from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.samples import ANNOTATION, GEOMETRY
 from tasks.specs import MemberSpec, ShardFiles, ShardSpec
 from tasks.storage import (
@@ -409,6 +409,7 @@ def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     persist_result=True,
     **RETRY_POLICY,
 )
+@redact_errors
 def build(
     source_url: str,
     dest_url: str,

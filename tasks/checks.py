@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.planning import validate_plan_parameters
-from tasks.policy import RETRY_POLICY
+from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.storage import GcsStorage, LocalStorage, StorageError, is_inside, open_storage
 
 MAX_CONCURRENCY = 64
@@ -107,6 +107,7 @@ def _check_local_destination(root: Path) -> None:
 
 
 @task(name="check-locations", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+@redact_errors
 def preflight(source_url: str, dest_url: str, listing_file: str | None = None) -> None:
     """Refuse unusable source and destination locations before anything is written."""
     check_locations(source_url, dest_url)

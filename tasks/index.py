@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.build import ShardStats
-from tasks.policy import RETRY_POLICY
+from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.storage import Storage
 
 
@@ -44,6 +44,7 @@ def write_shard_index(dest: Storage, series: str, stats: Sequence[ShardStats]) -
 
 
 @task(name="write-shard-index", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+@redact_errors
 def write_index(dest_url: str, series: str, stats: list[ShardStats]) -> str:
     """Write the wids shard index (nsamples and filesize per shard) at the destination."""
     from tasks.storage import open_storage

@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.checks import InvalidInput
-from tasks.policy import RETRY_POLICY
+from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.storage import ObjectInfo, Storage
 
 # The only parts of the bucket a conversion reads.
@@ -144,6 +144,7 @@ def read_listing_file(location: str) -> str:
 
 
 @task(name="list-source", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+@redact_errors
 def list_source(source_url: str, listing_file: str | None = None) -> list[ObjectInfo]:
     """List the source's videos, annotations and split index, with sizes and generations."""
     from tasks.storage import open_storage

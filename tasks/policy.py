@@ -7,11 +7,15 @@ plan conflict fails at once: retrying would only delay the message.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prefect.tasks import exponential_backoff
 
-from tasks.storage import is_transient
+from tasks.storage import StorageError, TransientStorageError, is_transient, redact
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 TRANSIENT_RETRIES = 4
 
@@ -59,3 +63,36 @@ def existing_concurrency_limit(name: str | None) -> str | None:
         get_run_logger().warning("Global concurrency limit %r is inactive: not used", name)
         return None
     return name
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def redact_errors(fn: F) -> F:
+    """Task functions raise no credential: an exception whose text (or whose causes' text, which
+    Prefect logs with the traceback and keeps in the task's state) holds a token or key is
+    replaced by a redacted copy, transient-ness kept, its chain cut. Server error bodies are the
+    usual carrier: some echo request headers."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            chain = _chain(exc)
+            if all(redact(str(e)) == str(e) for e in chain):
+                raise
+            message = redact(f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, StorageError) and not isinstance(exc, TransientStorageError):
+                raise type(exc)(redact(str(exc))) from None
+            if is_transient(exc):
+                raise TransientStorageError(message) from None
+            raise StorageError(message) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.policy import RETRY_POLICY
+from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.storage import ObjectInfo
 
 # Member extensions inside the tar, in the order they are written for each sample.
@@ -163,6 +163,7 @@ def assemble_samples(
 
 
 @task(name="assemble-samples", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+@redact_errors
 def assemble(
     source_url: str,
     objects: list[ObjectInfo],

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.checks import InvalidInput
 from tasks.claims import remove_dead_claims
 from tasks.planning import ShardPlan
-from tasks.policy import RETRY_POLICY
+from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.samples import ANNOTATION, GEOMETRY, METADATA, Sample
 from tasks.storage import AlreadyExists, Storage, b64_to_hex
 
@@ -306,6 +306,7 @@ def total_source_bytes(specs: Iterable[ShardSpec]) -> int:
 
 
 @task(name="upload-specs", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+@redact_errors
 def upload_shard_specs(
     source_url: str,
     dest_url: str,

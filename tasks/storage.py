@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+# An OAuth access token to use as is (e.g. from `gcloud auth print-access-token`), before
+# application default credentials.
+ACCESS_TOKEN_VARIABLE = "GOOGLE_OAUTH_ACCESS_TOKEN"
 MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 16 * MiB
 # Seconds one HTTP request may take (connect, read) before it counts as stalled and is retried.
@@ -274,9 +277,23 @@ def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
     import google.cloud.storage as storage
     from google.auth.exceptions import DefaultCredentialsError
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        # Explicit credentials would make the client ignore the emulator's anonymous mode and
-        # hang on token refresh; see docs in prefect-notes.
+    token = os.environ.get(ACCESS_TOKEN_VARIABLE)
+    if token and credentials is None:
+        from google.oauth2.credentials import Credentials
+
+        register_secret(token)
+        credentials = Credentials(token=token)
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        if credentials is not None and getattr(credentials, "token", None):
+            # A ready token is sent as is (no refresh, which would need Google's servers).
+            return storage.Client(
+                project=project or "objectron-wds",
+                credentials=credentials,
+                client_options={"api_endpoint": emulator},
+            )
+        # Other explicit credentials would make the client leave the emulator's anonymous mode
+        # and hang on token refresh (see prefect-notes); the emulator needs none.
         return storage.Client(project=project or "objectron-wds")
     if credentials is not None:
         return storage.Client(project=project, credentials=credentials)
@@ -610,3 +627,26 @@ def redact(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """Removes credentials from log records before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+# Loggers that write server responses or exception texts; some servers echo request headers.
+# (A filter on a logger applies to the records created there, so each is named.)
+for _name in (
+    "google.api_core.retry",
+    "google.cloud.storage",
+    "google.resumable_media",
+    "urllib3.connectionpool",
+    "objectron_wds.storage",
+):
+    logging.getLogger(_name).addFilter(RedactingFilter())

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from webdataset.tariterators import group_by_keys
 
 from tasks.build import BLOCK, DIGEST_COMMENT_PREFIX, ShardStats
-from tasks.policy import RETRY_POLICY
+from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.specs import ShardFiles, ShardSpec
 from tasks.storage import Storage, b64_to_hex
 
@@ -241,6 +241,7 @@ def now_utc() -> str:
     persist_result=False,
     **RETRY_POLICY,
 )
+@redact_errors
 def verify(dest_url: str, base: str) -> ShardVerdict:
     """Stream one shard and check it against its spec and stats."""
     from tasks.specs import read_spec

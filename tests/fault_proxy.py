@@ -38,10 +38,16 @@ class FaultPlan:
     stall_seconds: float = 1.5
     # (regex on the unquoted request path, HTTP status): permanent failures, never random.
     permanent: list[tuple[str, int]] = field(default_factory=list)
-    # Text put into every error body (to check that servers' words never leak secrets).
+    # Text put into every error body, to check that servers' words never leak secrets;
+    # "{authorization}" becomes the request's Authorization header, as a careless server echoes.
     error_text: str = ""
     # Inject each kind at least once, at the first request it applies to, whatever the dice say.
     each_kind_once: bool = True
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # resets are the point; the default prints a traceback for each
 
 
 class FaultProxy:
@@ -52,9 +58,10 @@ class FaultProxy:
         self.plan = plan or FaultPlan()
         self.injected: Counter[str] = Counter()
         self.requests = 0
+        self.authorizations: set[str] = set()
         self._rng = random.Random(self.plan.seed)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -119,13 +126,11 @@ class FaultProxy:
                 self.connection.close()
 
             def _error(self, status: int) -> None:
+                echo = proxy.plan.error_text.replace(
+                    "{authorization}", self.headers.get("Authorization", "")
+                )
                 body = json.dumps(
-                    {
-                        "error": {
-                            "code": status,
-                            "message": f"injected {status} {proxy.plan.error_text}".strip(),
-                        }
-                    }
+                    {"error": {"code": status, "message": f"injected {status} {echo}".strip()}}
                 ).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -134,6 +139,8 @@ class FaultProxy:
                 self.wfile.write(body)
 
             def _handle(self) -> None:
+                if self.headers.get("Authorization"):
+                    proxy.authorizations.add(self.headers["Authorization"])
                 length = int(self.headers.get("Content-Length") or 0)
                 decision = proxy._decide(self.command, self.path, length > 0)
                 if decision == "reset_upload":
