@@ -50,6 +50,8 @@ class ExpectedMember:
     name: str
     size: int | None
     crc32c: str | None  # hex
+    # A decoded twin known only from the spec: absent when its raw member did not decode.
+    optional: bool = False
 
 
 def expected_members(spec: ShardSpec, stats: ShardStats | None) -> list[ExpectedMember]:
@@ -63,11 +65,11 @@ def expected_members(spec: ShardSpec, stats: ShardStats | None) -> list[Expected
             listing_crc = b64_to_hex(source.crc32c) if source is not None else None
             expected.append(ExpectedMember(member.name, member.size, listing_crc or member.crc32c))
         return expected
-    # Without stats: decoded twins cannot be told apart from failed decodes; check the rest.
+    # Without stats (a run killed between committing the shard and writing its stats), decoded
+    # twins may or may not be there, and only the source members' checksums are known.
     return [
-        ExpectedMember(m.name, m.size, b64_to_hex(m.crc32c))
+        ExpectedMember(m.name, m.size, b64_to_hex(m.crc32c), optional=m.decoded_from is not None)
         for m in spec.members
-        if m.decoded_from is None
     ]
 
 
@@ -121,9 +123,16 @@ def _check_members(
 ) -> list[str]:
     names: list[str] = []
     last_end = 0
+    position = 0  # in `expected`
     with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
         for index, member in enumerate(tar):
             names.append(member.name)
+            while (
+                position < len(expected)
+                and expected[position].optional
+                and expected[position].name != member.name
+            ):
+                position += 1
             if index == 0:
                 recorded = tar.pax_headers.get("comment", "")
                 if recorded != f"{DIGEST_COMMENT_PREFIX}{spec.digest}":
@@ -131,10 +140,11 @@ def _check_members(
                         f"records spec {recorded.removeprefix(DIGEST_COMMENT_PREFIX)[:16] or '?'}"
                         f", not this spec's {spec.digest[:16]}"
                     )
-            if index >= len(expected):
+            if position >= len(expected):
                 problems.append(f"unexpected extra member {member.name}")
                 continue
-            want = expected[index]
+            want = expected[position]
+            position += 1
             if member.name != want.name:
                 problems.append(f"member {index} is {member.name}, planned {want.name}")
                 continue
@@ -155,8 +165,8 @@ def _check_members(
         # tarfile stops at the first zero block, or silently at the end of the data.
         while reader.read(READ_PIECE):
             pass
-    if len(names) < len(expected):
-        missing = [e.name for e in expected[len(names) :]]
+    missing = [e.name for e in expected[position:] if not e.optional]
+    if missing:
         problems.append(f"{len(missing)} planned member(s) missing, from {missing[0]}")
     if reader.position - last_end < 2 * BLOCK:
         problems.append("no end-of-archive blocks: the tar is truncated")
