@@ -92,7 +92,9 @@ def test_two_runs_at_once_build_each_shard_once(
     assert tars(open_storage("gs://runs-concurrent")) == reference
     # The run that did not build a shard said why, plainly.
     said = "\n".join(outputs)
-    assert re.search(r"already being built by flow run|already exists|exists with the same", said)
+    assert re.search(
+        r"already being built by flow run|already exists|exists with the same|state Cached", said
+    )
 
 
 def test_killed_runs_resume_to_identical_output(
