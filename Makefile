@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export NO_GCE_CHECK := true
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: setup demo test lint typecheck pytest lock clean
+.PHONY: setup browser demo test lint typecheck pytest lock clean
 
 setup: $(VENV)/.installed
 
@@ -33,10 +33,16 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-pytest: setup
+pytest: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The UI test drives Debian's Chromium (never a browser download); installed when missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  test "$$(id -u)" = 0 || { echo "make browser: run as root, or: sudo apt-get install -y chromium"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock:

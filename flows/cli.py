@@ -1,4 +1,4 @@
-"""The `objectron-wds` command: `convert`, `sample-data` and `demo`.
+"""The `objectron-wds` command: `convert`, `setup`, `sample-data` and `demo`.
 
 `convert` takes every parameter of the `objectron-to-wds` flow as an option; the options and
 their help text are generated from the flow's signature and docstring, so the command, the
@@ -96,11 +96,53 @@ def _converter(kind: str, nullable: bool) -> Any:
 
 
 def _command_convert(args: argparse.Namespace) -> int:
-    from flows.convert import objectron_to_wds
+    from prefect.settings import PREFECT_API_URL
 
+    from flows.dask_runner import flow_with_task_runner
+
+    if args.task_runner == "dask" and not PREFECT_API_URL.value():
+        # Dask workers are other processes: they cannot use the temporary server Prefect starts
+        # for one command (they start servers of their own, which outlive the run).
+        print(
+            "objectron-wds convert: error: the Dask task runner needs a Prefect server that its "
+            "workers can reach: start one (`prefect server start`) and set PREFECT_API_URL",
+            file=sys.stderr,
+        )
+        return 2
     properties, _required = _flow_parameters()
     parameters = {name: getattr(args, name) for name in properties}
-    summary = objectron_to_wds(**parameters)
+    summary = flow_with_task_runner(args.task_runner, args.dask_address)(**parameters)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _add_setup_options(parser: argparse.ArgumentParser) -> None:
+    from deployments.setup import add_arguments
+
+    add_arguments(parser)
+
+
+def _command_setup(args: argparse.Namespace) -> int:
+    from deployments.setup import SetupError, options_from_args, run_setup
+
+    try:
+        run_setup(options_from_args(args))
+    except SetupError as exc:
+        print(f"objectron-wds setup: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _command_verify(args: argparse.Namespace) -> int:
+    from flows.verify import VerificationFailed, verify_shards
+
+    try:
+        summary = verify_shards(
+            dest=args.dest, series=args.series, repair=args.repair, concurrency=args.concurrency
+        )
+    except VerificationFailed as exc:
+        print(f"objectron-wds verify: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -146,7 +188,45 @@ def build_parser() -> argparse.ArgumentParser:
         "PREFECT_API_URL records it). Every option is a flow parameter.",
     )
     _add_convert_options(convert)
+    convert.add_argument(
+        "--task-runner",
+        choices=("threads", "dask"),
+        default="threads",
+        help="where shard builds run: this process's thread pool, or Dask (prefect-dask) "
+        "(default: threads)",
+    )
+    convert.add_argument(
+        "--dask-address",
+        metavar="ADDRESS",
+        help="with --task-runner dask: an existing Dask scheduler (tcp://HOST:8786); "
+        "without it a temporary local cluster is started for the run",
+    )
     convert.set_defaults(handler=_command_convert)
+
+    setup = commands.add_parser(
+        "setup",
+        help="create the work pool, concurrency limit, blocks and variables the deployments use",
+        description="Idempotent set-up for prefect.yaml's deployments on the Prefect server "
+        "at PREFECT_API_URL: run it before `prefect deploy --all`, and again to change a "
+        "setting. See deployments/setup.py.",
+    )
+    _add_setup_options(setup)
+    setup.set_defaults(handler=_command_setup)
+
+    verify = commands.add_parser(
+        "verify",
+        help="check every shard at a destination against its spec (and --repair the bad ones)",
+        description="Run the verify-shards flow: stream each shard, check members, sizes, "
+        "CRC32C checksums, end-of-archive and webdataset grouping against its spec; write "
+        "verification-report.json at the destination; exit 1 naming each bad or missing shard.",
+    )
+    verify.add_argument("--dest", required=True, help="the destination of a conversion")
+    verify.add_argument("--series", default=None, help="only this series (default: all)")
+    verify.add_argument(
+        "--repair", action="store_true", help="rebuild exactly the bad and missing shards"
+    )
+    verify.add_argument("--concurrency", type=int, default=4, help="shards checked at once")
+    verify.set_defaults(handler=_command_verify)
 
     sample = commands.add_parser(
         "sample-data",

@@ -97,6 +97,13 @@ def objectron_to_wds(
             A file that does not decode is kept raw and its error recorded in KEY.json.
     """
     logger = get_run_logger()
+    if not dest.strip():
+        # An empty path would mean the worker's working directory. Deployments take their
+        # default from a Prefect variable, which is empty if it was never set.
+        raise InvalidInput(
+            "dest is empty: give gs://BUCKET/PREFIX or a folder (deployments default to the "
+            "Prefect variable objectron_wds_dest: `objectron-wds setup --dest ...`, then deploy)"
+        )
     validate_parameters(
         shard_size=shard_size,
         max_shards=max_shards,

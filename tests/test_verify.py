@@ -92,6 +92,6 @@ def test_verify_local_folder_and_unplanned_tar(sample_folder: SourceBucket, tmp_
     (dest_dir / "objectron-000001.stats.json").unlink()
     assert verify_shards(dest=str(dest_dir))["ok"] == summary["shards"]
     (dest_dir / "stray-000000.tar").write_bytes(b"\0" * 1024)
-    with pytest.raises(VerificationFailed, match="stray-000000.tar"):
+    with pytest.raises(VerificationFailed, match=r"stray-000000\.tar"):
         verify_shards(dest=str(dest_dir))
     assert verify_shards(dest=str(dest_dir), series="objectron")["ok"] == summary["shards"]

@@ -1,0 +1,704 @@
+"""The project run the way Prefect users run it, end to end, with real processes.
+
+A `prefect server` (own PREFECT_HOME, free loopback port) and fake-gcs-server with sample data;
+`objectron-wds setup`; `prefect --no-prompt deploy --all` of prefect.yaml; a process worker.
+Then: deployment runs from the CLI (`prefect deployment run ... --watch`), a second run that
+builds nothing, artifacts read back through the API, upcoming runs of the scheduled
+deployment, a run on a Dask cluster compared byte for byte with the thread-pool run, the global
+concurrency limit measured across two simultaneous flow runs, and a run started from the
+Prefect UI in headless Chromium.
+
+Every process is started through tests/prefect_processes.py and stopped by its process group
+id in a `finally`, also when a test fails. Logs and the UI screenshot stay in
+test-output/deployments/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import webdataset as wds
+
+from deployments.setup import (
+    DEFAULT_LIMIT,
+    DEFAULT_POOL,
+    GCP_CREDENTIALS_BLOCK,
+    RESULTS_BLOCK,
+    VAR_DEST,
+    VAR_RESULT_STORAGE,
+    VAR_SOURCE,
+)
+from flows.artifacts import PROGRESS_KEY, TABLE_KEY
+from tasks.fake_gcs import FakeGcsServer, free_port
+from tasks.sample_data import write_sample_dataset
+from tasks.storage import Storage, open_storage
+from tests.prefect_processes import (
+    BIN,
+    ROOT,
+    ManagedProcess,
+    PrefectServer,
+    process_env,
+    run_command,
+    started,
+)
+
+pytestmark = pytest.mark.slow
+
+SOURCE = "gs://deploy-source"
+MANUAL_DEST = "gs://deploy-manual/shards"  # the deployments' default destination (a variable)
+BUILD_SLOTS = 2
+CHROMIUM = Path("/usr/bin/chromium")
+SUMMARY_KEY = "objectron-wds-summary"
+
+
+@dataclass
+class Stack:
+    server: PrefectServer
+    env: dict[str, str]
+    logs: Path
+    results: Path
+    gcs: FakeGcsServer
+
+    @property
+    def api_url(self) -> str:
+        return self.server.api_url
+
+    def client(self) -> Any:
+        from prefect.client.orchestration import SyncPrefectClient
+
+        return SyncPrefectClient(self.api_url)
+
+    def run(self, *args: str, timeout: float = 300.0) -> str:
+        """Run a command (prefect, objectron-wds ...) against this stack; returns its output,
+        fails the test with the output on a non-zero exit."""
+        result = run_command(args, self.env, self.logs / "commands.log", timeout=timeout)
+        assert result.returncode == 0, (
+            f"{' '.join(args)} exited {result.returncode}:\n" + (result.stdout[-4000:])
+        )
+        return result.stdout
+
+
+def _service_account_key(path: Path) -> Path:
+    """A throwaway service-account key (a fresh RSA key; it opens no account anywhere)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "objectron-wds-test",
+                "private_key_id": "0" * 40,
+                "private_key": pem,
+                "client_email": "converter@objectron-wds-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(fake_gcs: FakeGcsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Server, sample data, setup, deploy --all, one process worker; all stopped at the end."""
+    logs = ROOT / "test-output" / "deployments"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    work = tmp_path_factory.mktemp("deployments")
+    for bucket in ("deploy-source", "deploy-manual", "deploy-dask", "deploy-ui", "deploy-limit"):
+        fake_gcs.create_bucket(bucket)
+    write_sample_dataset(open_storage(SOURCE), videos=12, seed=0, video_bytes=64 * 1024)
+
+    server = PrefectServer(home=work / "prefect-home", logs=logs)
+    worker: ManagedProcess | None = None
+    try:
+        server.start()
+        env = process_env(server.home, server.api_url, {"STORAGE_EMULATOR_HOST": fake_gcs.url})
+        stack = Stack(server, env, logs, work / "results", fake_gcs)
+        stack.run(
+            str(BIN / "objectron-wds"), "setup",
+            "--source", SOURCE,
+            "--dest", MANUAL_DEST,
+            "--build-slots", str(BUILD_SLOTS),
+            "--result-storage", str(stack.results),
+            "--gcp-key-file", str(_service_account_key(work / "key.json")),
+        )  # fmt: skip
+        stack.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+        worker = ManagedProcess(
+            "prefect worker",
+            [str(BIN / "prefect"), "worker", "start", "--pool", DEFAULT_POOL],
+            env,
+            logs / "worker.log",
+        ).start()
+        yield stack
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+
+
+def _flow_run_id(output: str) -> UUID:
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
+    assert match, f"no flow run id in:\n{output}"
+    return UUID(match.group(1))
+
+
+def _artifacts(stack: Stack, flow_run_id: UUID) -> dict[str, Any]:
+    """The flow run's artifacts by key (progress, table, markdown), data decoded."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with stack.client() as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    found: dict[str, Any] = {}
+    for artifact in artifacts:
+        if artifact.key is None:
+            continue  # result records
+        data = artifact.data
+        found[artifact.key] = json.loads(data) if artifact.type == "table" else data
+    return found
+
+
+def _shards(dest: Storage) -> list[str]:
+    return sorted(info.name for info in dest.list() if info.name.endswith(".tar"))
+
+
+def _read_back(dest: Storage, tmp_path: Path) -> list[dict[str, Any]]:
+    """Copy the shards out of the bucket and read them with webdataset."""
+    local = []
+    for name in _shards(dest):
+        path = tmp_path / name
+        path.write_bytes(dest.read_bytes(name))
+        local.append(str(path))
+    return list(wds.WebDataset(local, shardshuffle=False))
+
+
+@pytest.fixture(scope="module")
+def manual_run(stack: Stack) -> UUID:
+    """The manual deployment run from the CLI, as a person would type it; its dest is the
+    deployment's default (the Prefect variable written by setup)."""
+    output = stack.run(
+        str(BIN / "prefect"), "deployment", "run", "objectron-to-wds/manual",
+        "--param", "shard_size=3", "--param", "max_shards=3",
+        "--watch", "--watch-interval", "2",
+    )  # fmt: skip
+    assert "Completed" in output
+    return _flow_run_id(output)
+
+
+def test_manual_deployment_run_builds_shards_and_reports_them(
+    stack: Stack, manual_run: UUID, tmp_path: Path
+) -> None:
+    dest = open_storage(MANUAL_DEST)
+    assert _shards(dest) == [f"objectron-{i:06d}.tar" for i in range(3)]
+    samples = _read_back(dest, tmp_path)
+    assert len(samples) == 9
+    assert all("video.mov" in s and "json" in s for s in samples)
+
+    with stack.client() as client:
+        run = client.read_flow_run(manual_run)
+    assert run.state is not None and run.state.is_completed()
+    assert run.parameters["dest"] == MANUAL_DEST  # from the variable, through prefect.yaml
+    assert run.name == f"objectron-to-wds objectron: {SOURCE} -> {MANUAL_DEST}"
+
+    artifacts = _artifacts(stack, manual_run)
+    assert float(artifacts[PROGRESS_KEY]) == 100.0
+    rows = artifacts[TABLE_KEY]
+    assert [row["shard"] for row in rows] == _shards(dest)
+    assert {row["status"] for row in rows} == {"built"}
+    assert [row["samples"] for row in rows] == [3, 3, 3]
+    for row in rows:
+        info = dest.stat(row["shard"])
+        assert info is not None and row["bytes"] == info.size
+        assert row["seconds"] > 0
+    summary = artifacts[SUMMARY_KEY]
+    assert "built: 3" in summary
+    assert f"{MANUAL_DEST}/objectron-shardindex.json" in summary
+
+    # Task runs are named after their shard.
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with stack.client() as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[manual_run]))
+        )
+    assert {t.name for t in task_runs if t.name.startswith("build ")} == {
+        f"build {name}" for name in _shards(dest)
+    }
+    # The cache records went to the result storage block setup made.
+    assert sorted(p.name for p in stack.results.glob("build-shard-*"))[:3], "no cache records"
+
+
+def test_second_run_skips_or_caches_every_shard(stack: Stack, manual_run: UUID) -> None:
+    dest = open_storage(MANUAL_DEST)
+    generations = {name: dest.stat(name).generation for name in _shards(dest)}  # type: ignore[union-attr]
+    output = stack.run(
+        str(BIN / "prefect"), "deployment", "run", "objectron-to-wds/manual",
+        "--param", "shard_size=3", "--param", "max_shards=3",
+        "--watch", "--watch-interval", "2",
+    )  # fmt: skip
+    second = _flow_run_id(output)
+    assert second != manual_run
+    artifacts = _artifacts(stack, second)
+    rows = artifacts[TABLE_KEY]
+    assert len(rows) == 3
+    assert {row["status"] for row in rows} <= {"exists", "cached"}, rows
+    assert "built: 0" in artifacts[SUMMARY_KEY]
+    assert float(artifacts[PROGRESS_KEY]) == 100.0
+    assert {n: dest.stat(n).generation for n in _shards(dest)} == generations  # type: ignore[union-attr]
+
+
+def test_setup_is_idempotent_and_made_pool_limit_blocks_and_variables(stack: Stack) -> None:
+    output = stack.run(str(BIN / "objectron-wds"), "setup", "--build-slots", str(BUILD_SLOTS))
+    assert "exists (kept)" in output
+    assert f"variable {VAR_DEST} = {MANUAL_DEST!r} (kept)" in output
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.variables import Variable
+
+    with stack.client() as client:
+        assert client.read_work_pool(DEFAULT_POOL).type == "process"
+        limit = client.read_global_concurrency_limit_by_name(DEFAULT_LIMIT)
+        assert (limit.limit, limit.active) == (BUILD_SLOTS, True)
+        credentials = client.read_block_document_by_name(GCP_CREDENTIALS_BLOCK, "gcp-credentials")
+        assert credentials.data["project"] == "objectron-wds-test"
+        results = client.read_block_document_by_name(RESULTS_BLOCK, "local-file-system")
+        assert Path(results.data["basepath"]) == stack.results.resolve()
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        assert Variable.get(VAR_SOURCE) == SOURCE
+        assert Variable.get(VAR_RESULT_STORAGE) == f"local-file-system/{RESULTS_BLOCK}"
+
+        # A gs:// result storage (for workers on several machines) is a GcsBucket block that
+        # uses the credentials block; saved under another name so the deployments keep theirs.
+        from prefect_gcp import GcsBucket
+
+        from deployments.setup import save_result_storage
+
+        slug, _ = save_result_storage(
+            "gs://team-results/cache",
+            "objectron-wds-results-gcs",
+            "gcp-credentials/objectron-wds-gcp",
+        )
+        assert slug == "gcs-bucket/objectron-wds-results-gcs"
+        bucket = GcsBucket.load("objectron-wds-results-gcs")
+        assert (bucket.bucket, bucket.bucket_folder.rstrip("/")) == ("team-results", "cache")
+        assert bucket.gcp_credentials.project == "objectron-wds-test"
+
+
+def test_deployments_from_prefect_yaml_and_upcoming_scheduled_runs(stack: Stack) -> None:
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with stack.client() as client:
+        deployments = {
+            d.name: d for d in client.read_deployments() if d.work_pool_name == DEFAULT_POOL
+        }
+        assert set(deployments) == {"manual", "nightly", "dask", "verify"}
+        for deployment in deployments.values():
+            assert deployment.work_pool_name == DEFAULT_POOL
+            assert set(deployment.tags) == {"objectron-wds", "webdataset"}
+            env = deployment.job_variables["env"]
+            assert (
+                env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == f"local-file-system/{RESULTS_BLOCK}"
+            )
+        nightly = deployments["nightly"]
+        assert nightly.parameters == {"source": SOURCE, "dest": MANUAL_DEST, "overwrite": False}
+        assert [s.schedule.cron for s in nightly.schedules] == ["0 3 * * *"]  # type: ignore[union-attr]
+        assert deployments["dask"].job_variables["env"]["OBJECTRON_WDS_DASK_ADDRESS"] == ""
+        assert deployments["verify"].parameters == {"dest": MANUAL_DEST}
+
+        # The scheduler service fills upcoming runs within seconds of the deployment.
+        deadline = time.monotonic() + 60
+        upcoming: list[Any] = []
+        while time.monotonic() < deadline and not upcoming:
+            upcoming = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[nightly.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    )
+                ),
+            )
+            time.sleep(1)
+    assert upcoming, "the nightly deployment has no upcoming runs"
+    now = datetime.now(UTC)
+    for run in upcoming:
+        assert run.expected_start_time is not None and run.expected_start_time > now
+        start = run.expected_start_time.astimezone(UTC)
+        assert (start.hour, start.minute) == (3, 0)
+
+
+def test_cloud_run_and_kubernetes_pools_from_the_job_templates(stack: Stack) -> None:
+    """The example templates make valid pools, and deployments/prefect.remote.yaml deploys to
+    them (no worker of those types runs here: nothing is started in a cloud)."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    image = "registry.example/objectron-wds:test"
+    pools = {
+        "objectron-wds-cloud-run": ("cloud-run-v2", "cloud-run-v2.job-template.json"),
+        "objectron-wds-kubernetes": ("kubernetes", "kubernetes.job-template.json"),
+    }
+    with stack.client() as client:
+        for name, (kind, template) in pools.items():
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type=kind,
+                    base_job_template=json.loads((ROOT / "deployments" / template).read_text()),
+                ),
+                overwrite=True,
+            )
+    stack.run(str(BIN / "prefect"), "variable", "set", "objectron_wds_image", image, "--overwrite")
+    stack.run(
+        str(BIN / "prefect"), "--no-prompt", "deploy", "--all",
+        "--prefect-file", "deployments/prefect.remote.yaml",
+    )  # fmt: skip
+    with stack.client() as client:
+        cloud_run = client.read_work_pool("objectron-wds-cloud-run")
+        defaults = cloud_run.base_job_template["variables"]["properties"]
+        assert (defaults["memory"]["default"], defaults["timeout"]["default"]) == ("4Gi", 86400)
+        remote = {d.name: d for d in client.read_deployments() if d.work_pool_name in pools}
+    assert set(remote) == {"cloud-run", "cloud-run-nightly", "kubernetes"}
+    for deployment in remote.values():
+        assert deployment.job_variables["image"] == image
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/objectron-wds"}}
+        ]
+        assert deployment.parameters["dest"] == MANUAL_DEST
+
+
+def test_dask_runner_on_a_running_cluster_gives_byte_identical_shards(
+    stack: Stack, manual_run: UUID
+) -> None:
+    """`objectron-wds convert --task-runner dask --dask-address ...` against a `dask scheduler`
+    and `dask worker` started here: the builds run on the Dask worker and the shards equal the
+    thread-pool run's byte for byte."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = ManagedProcess(
+        "dask scheduler",
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"],
+        stack.env,
+        stack.logs / "dask-scheduler.log",
+    )  # fmt: skip
+    worker = ManagedProcess(
+        "dask worker",
+        [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "2",
+         "--no-dashboard"],
+        stack.env,
+        stack.logs / "dask-worker.log",
+    )  # fmt: skip
+    with started(scheduler, worker):
+        _wait_for_dask_worker(address, scheduler, worker)
+        output = stack.run(
+            str(BIN / "objectron-wds"), "convert",
+            "--task-runner", "dask", "--dask-address", address,
+            "--source", SOURCE, "--dest", "gs://deploy-dask",
+            "--shard-size", "3", "--max-shards", "3",
+        )  # fmt: skip
+    summary = json.loads(output[output.index("{\n") :])
+    assert (summary["shards"], summary["built"]) == (3, 3)
+    # The build task runs logged from the Dask worker process, not from the flow's process.
+    worker_log = worker.log_path.read_text(errors="replace")
+    for i in range(3):
+        assert f"build objectron-{i:06d}.tar" in worker_log
+
+    threads, dask = open_storage(MANUAL_DEST), open_storage("gs://deploy-dask")
+    assert _shards(dask) == _shards(threads) == [f"objectron-{i:06d}.tar" for i in range(3)]
+    for name in _shards(threads):
+        assert dask.read_bytes(name) == threads.read_bytes(name), name
+
+
+def _wait_for_dask_worker(
+    address: str, scheduler: ManagedProcess, worker: ManagedProcess, timeout: float = 90.0
+) -> None:
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in (scheduler, worker):
+            assert process.running(), f"{process.name} exited:\n{process.log_tail()}"
+        try:
+            with Client(address, timeout=5) as client:
+                client.wait_for_workers(1, timeout=max(1.0, deadline - time.monotonic()))
+                return
+        except (OSError, TimeoutError):
+            time.sleep(0.5)
+    raise AssertionError(f"no Dask worker joined {address} within {timeout:.0f} s")
+
+
+def test_global_limit_caps_concurrent_builds_across_two_flow_runs(stack: Stack) -> None:
+    """Two flow runs of the manual deployment at once, each allowed 4 builds in flight, share
+    a limit of 2. Measured per build task run from Prefect's own records: the task run's
+    start/end, and the moments its build took and gave back a slot (the
+    prefect.concurrency-limit.acquired/released events of that task run)."""
+    with stack.client() as client:
+        deployment = client.read_deployment_by_name("objectron-to-wds/manual")
+        runs = [
+            client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters={
+                    "dest": f"gs://deploy-limit/{name}",
+                    "shard_size": 1,
+                    "max_shards": 8,
+                    "concurrency": 4,
+                },
+            ).id
+            for name in ("a", "b")
+        ]
+        states = _wait_final(client, runs, timeout=240)
+    assert all(state == "COMPLETED" for state in states.values()), states
+
+    task_runs = _build_task_runs(stack, runs)
+    assert len(task_runs) == 16
+    slots = _slot_intervals(stack, {t["id"] for t in task_runs}, expected=16)
+    tables = {
+        row["shard"] + str(run): row for run in runs for row in _artifacts(stack, run)[TABLE_KEY]
+    }
+    assert len(tables) == 16 and {row["status"] for row in tables.values()} == {"built"}
+
+    running = [(t["start"], t["end"]) for t in task_runs]
+    holding = list(slots.values())
+    # The two runs competed: more build task runs were running at once than the limit allows,
+    # and task runs of both flow runs overlapped in time.
+    assert _max_overlap(running) > BUILD_SLOTS
+    spans = {run: (min(t["start"] for t in task_runs if t["flow_run_id"] == run),
+                   max(t["end"] for t in task_runs if t["flow_run_id"] == run))
+             for run in runs}  # fmt: skip
+    (a0, a1), (b0, b1) = spans.values()
+    assert a0 < b1 and b0 < a1, f"the two flow runs did not overlap: {spans}"
+    # Every build held exactly one slot, inside its task run, for at least as long as the build
+    # itself took; and never were more than BUILD_SLOTS slots held at once.
+    for task_run in task_runs:
+        acquired, released = slots[task_run["id"]]
+        assert task_run["start"] <= acquired <= released <= task_run["end"] + 0.05
+    # Event times are taken by the client after each call returns, so one build's release and
+    # the next build's grant may appear a few milliseconds out of order; 50 ms covers that.
+    measured = {
+        "limit": BUILD_SLOTS,
+        "most_build_task_runs_running_at_once": _max_overlap(running),
+        "most_slots_held_at_once": _max_overlap(holding, tolerance=0.05),
+        "flow_runs": {str(run): span for run, span in spans.items()},
+        "builds": [
+            {"task_run": t["id"], "running": [t["start"], t["end"]], "slot": slots[t["id"]]}
+            for t in sorted(task_runs, key=lambda t: t["start"])
+        ],
+    }
+    (stack.logs / "concurrency-limit-measurement.json").write_text(json.dumps(measured, indent=1))
+    assert measured["most_slots_held_at_once"] <= BUILD_SLOTS, sorted(holding)
+
+
+def _wait_final(client: Any, run_ids: list[UUID], timeout: float) -> dict[UUID, str]:
+    deadline = time.monotonic() + timeout
+    states: dict[UUID, str] = {}
+    while time.monotonic() < deadline:
+        states = {}
+        for run_id in run_ids:
+            state = client.read_flow_run(run_id).state
+            states[run_id] = state.type.value if state is not None else "NONE"
+        if all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states.values()):
+            return states
+        time.sleep(1)
+    raise AssertionError(f"flow runs not finished after {timeout:.0f} s: {states}")
+
+
+def _build_task_runs(stack: Stack, runs: list[UUID]) -> list[dict[str, Any]]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with stack.client() as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs))
+        )
+    return [
+        {
+            "id": str(t.id),
+            "flow_run_id": t.flow_run_id,
+            "start": t.start_time.timestamp(),
+            "end": t.end_time.timestamp(),
+        }
+        for t in task_runs
+        if t.task_key and t.name.startswith("build ") and t.start_time and t.end_time
+    ]
+
+
+def _slot_intervals(
+    stack: Stack, task_run_ids: set[str], expected: int, timeout: float = 60.0
+) -> dict[str, tuple[float, float]]:
+    """(acquired, released) per task run, from the concurrency-limit events it emitted."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    intervals: dict[str, tuple[float, float]] = {}
+    while time.monotonic() < deadline:
+        events: list[dict[str, Any]] = []
+        response = httpx.post(
+            f"{stack.api_url}/events/filter",
+            json={
+                "filter": {
+                    "event": {"prefix": ["prefect.concurrency-limit."]},
+                    "occurred": {"since": "2000-01-01T00:00:00Z"},
+                    "any_resource": {"id": [f"prefect.task-run.{i}" for i in task_run_ids]},
+                },
+                "limit": 50,  # the API's page size; next_page links give the rest
+            },
+            timeout=30,
+        )
+        response.raise_for_status()
+        page = response.json()
+        events += page["events"]
+        while page.get("next_page"):
+            page = httpx.get(page["next_page"], timeout=30).json()
+            events += page["events"]
+        times: dict[str, dict[str, list[float]]] = {}
+        for event in events:
+            if event["resource"]["prefect.resource.name"] != DEFAULT_LIMIT:
+                continue
+            phase = event["event"].rsplit(".", 1)[1]
+            for related in event["related"]:
+                rid = related["prefect.resource.id"]
+                if rid.startswith("prefect.task-run.") and rid[17:] in task_run_ids:
+                    when = datetime.fromisoformat(event["occurred"]).timestamp()
+                    times.setdefault(rid[17:], {}).setdefault(phase, []).append(when)
+        intervals = {
+            run: (t["acquired"][0], t["released"][0])
+            for run, t in times.items()
+            if len(t.get("acquired", [])) == 1 and len(t.get("released", [])) == 1
+        }
+        if len(intervals) == expected:
+            return intervals
+        time.sleep(2)  # events reach the server in batches
+    raise AssertionError(f"slot events for {len(intervals)} of {expected} build task runs")
+
+
+def _max_overlap(intervals: list[tuple[float, float]], tolerance: float = 0.0) -> int:
+    """The most intervals open at one moment; each interval is shortened by `tolerance` at
+    its end first (intervals shorter than that still count at their start)."""
+    points: list[tuple[float, int]] = []
+    for start, end in intervals:
+        points.append((start, 1))
+        points.append((max(start, end - tolerance), -1))
+    # At equal times, ends before starts: touching intervals do not overlap.
+    points.sort(key=lambda point: (point[0], point[1]))
+    current = best = 0
+    for _, step in points:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def test_run_from_the_prefect_ui_custom_run_form(stack: Stack, tmp_path: Path) -> None:
+    """As a person does it: Deployments -> manual -> Run -> Custom run; the form shows every
+    parameter with its description; change dest, shard_size and max_shards; Submit; View run.
+    The run completes with max_shards shards; a screenshot of the finished run's artifacts is
+    kept in test-output/deployments/."""
+    assert CHROMIUM.exists(), "Chromium is missing: `make browser` installs Debian's package"
+    from playwright.sync_api import expect, sync_playwright
+
+    with stack.client() as client:
+        schema = client.read_deployment_by_name("objectron-to-wds/manual").parameter_openapi_schema
+    descriptions = {
+        name: " ".join(prop["description"].split()) for name, prop in schema["properties"].items()
+    }
+    base = stack.server.url
+    dest, max_shards = "gs://deploy-ui/shards", 3
+    screenshot = stack.logs / "ui-flow-run-artifacts.png"
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            viewport={"width": 1400, "height": 1100},
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            ],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/deployments")
+            page.get_by_role("link", name="manual", exact=True).click()
+            page.wait_for_url("**/deployments/deployment/**")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run").first.click()
+            page.wait_for_url("**/run**")
+
+            def field(name: str) -> Any:
+                label = page.locator("span.schema-form-property__label").filter(
+                    has_text=re.compile(rf"^\s*{name}( \(Optional\))?\s*$")
+                )
+                return page.locator("div.schema-form-property").filter(has=label)
+
+            for name, description in descriptions.items():
+                expect(field(name)).to_have_count(1)
+                # Markdown in the description is rendered: compare the words only.
+                words = re.sub(r"[`*]", "", description)
+                expect(field(name)).to_contain_text(words[:60])
+            expect(field("dest").locator("textarea, input").first).to_have_value(MANUAL_DEST)
+            field("dest").locator("textarea, input").first.fill(dest)
+            field("shard_size").locator("input").fill("2")
+            field("max_shards").get_by_role("button", name="int", exact=True).click()
+            field("max_shards").locator("input").fill(str(max_shards))
+            page.screenshot(path=str(stack.logs / "ui-custom-run-form.png"), full_page=True)
+            # The form posts to the deployment's create_flow_run endpoint; its answer names the
+            # new run. (The UI's "View run" toast re-renders while it animates in, too unsteady
+            # to click on a busy machine; it links to the same page opened here.)
+            with page.expect_response(
+                lambda r: r.url.endswith("/create_flow_run") and r.request.method == "POST"
+            ) as created:
+                page.get_by_role("button", name="Submit", exact=True).click()
+            assert created.value.ok, created.value.text()
+            run_id = UUID(created.value.json()["id"])
+            page.goto(f"{base}/runs/flow-run/{run_id}")
+
+            with stack.client() as client:
+                state = _wait_final(client, [run_id], timeout=180)[run_id]
+                run = client.read_flow_run(run_id)
+                from_form = [
+                    r.id for r in client.read_flow_runs() if r.parameters.get("dest") == dest
+                ]
+            assert from_form == [run_id], "Submit should create exactly one flow run"
+            assert state == "COMPLETED", state
+            assert run.parameters["max_shards"] == max_shards
+            assert run.parameters["dest"] == dest
+
+            page.reload()
+            expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
+            page.locator("li.p-tab", has_text="Artifacts").click()
+            for key in (SUMMARY_KEY, TABLE_KEY, PROGRESS_KEY):
+                expect(page.get_by_text(key, exact=True).first).to_be_visible()
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+    assert screenshot.stat().st_size > 10_000
+    assert _shards(open_storage(dest)) == [f"objectron-{i:06d}.tar" for i in range(max_shards)]
+    table = _artifacts(stack, run_id)[TABLE_KEY]
+    assert [row["samples"] for row in table] == [2] * max_shards
