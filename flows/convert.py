@@ -16,10 +16,11 @@ if __package__ in (None, ""):  # `python flows/convert.py`: make the project imp
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import RunReport
+from flows.bounded import run_bounded
 from tasks.build import STATUS_BUILT, STATUS_CACHED, ShardStats, build
 from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_parameters
 from tasks.index import write_index
@@ -143,10 +144,8 @@ def objectron_to_wds(
     build_missing = build.with_options(refresh_cache=True)
     stats: list[ShardStats] = []
     failures: list[str] = []
-    in_flight: dict[PrefectFuture[ShardStats], str] = {}
 
-    def collect(future: PrefectFuture[ShardStats]) -> None:
-        shard = in_flight.pop(future)
+    def collect(shard: str, future: PrefectFuture[ShardStats]) -> None:
         try:
             result = future.result()
         except Exception as exc:
@@ -155,18 +154,16 @@ def objectron_to_wds(
             return
         if future.state.name == "Cached":
             # The record is from the run that built it; this run did not build it again.
-            result = replace(result, status=STATUS_CACHED)
+            result = replace(result, status=STATUS_CACHED, seconds=0.0)
+            logger.info("%s: already exists (cached result of the run that built it)", shard)
         stats.append(result)
         report.shard_finished(result)
 
-    for shard, digest in specs.digests.items():
-        while len(in_flight) >= concurrency:
-            collect(next(as_completed(list(in_flight))))
+    def submit(shard: str, digest: str) -> PrefectFuture[ShardStats]:
         task = build if shard in existing else build_missing
-        future = task.submit(source, dest, shard, digest, overwrite, chunk_size_mib, limit)
-        in_flight[future] = shard
-    for future in as_completed(list(in_flight)):
-        collect(future)
+        return task.submit(source, dest, shard, digest, overwrite, chunk_size_mib, limit)
+
+    run_bounded(submit, [(s, (s, d)) for s, d in specs.digests.items()], concurrency, collect)
     report.publish_table()
 
     built = sum(s.status == STATUS_BUILT for s in stats)
