@@ -1,0 +1,1 @@
+"""Benchmarks of objectron-wds: see benchmarks/README.md."""

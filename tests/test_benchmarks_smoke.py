@@ -1,0 +1,54 @@
+"""The benchmark script keeps working: its tiny mode runs end to end and prints every row.
+
+No timing is asserted (benchmarks are not timed tests); the figures themselves are in
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CELL = re.compile(r"(?<!\\)\|")  # a table cell boundary: a `|` not escaped as `\|`
+
+
+@pytest.mark.slow
+def test_benchmark_script_smoke(prefect_server: str, tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.pop("STORAGE_EMULATOR_HOST", None)  # the script starts its own emulator
+    report = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--smoke",
+            "--prefect-api-url",
+            prefect_server,
+            "--json",
+            str(report),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in CELL.split(line.strip()[1:-1])] for line in table]
+    keys = {row[0] for row in rows[1:]}  # rows[0] is the header
+    expected = {"1a", "1b", "1c", "1d", "2", "2n", "2nx", "2nf", "2f", "3", "3l", "3s", "5", "5p"}
+    expected |= {"4 1 MB", "4 3 MB"}
+    expected |= {"6 c=2", "7 c=1", "7 c=2"}
+    assert expected <= keys, f"rows missing: {sorted(expected - keys)}\n{result.stdout}"
+    assert report.exists()
+    # Every row has all seven columns filled in up to the target (the verdict may be blank).
+    for row in rows[1:]:
+        assert len(row) == 7, row
+        assert all(row[:6]), row
