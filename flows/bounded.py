@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from prefect.futures import PrefectFuture, as_completed
 
+from flows.backpressure import ServerBackPressure
+
 R = TypeVar("R")
 
 
@@ -20,17 +22,23 @@ def run_bounded(
     calls: Iterable[tuple[str, tuple[Any, ...]]],
     concurrency: int,
     on_done: Callable[[str, PrefectFuture[R]], None],
+    pressure: ServerBackPressure | None = None,
 ) -> None:
     """Call `submit(*args)` for each `(name, args)`, never more than `concurrency` unfinished,
-    and `on_done(name, future)` as each finishes (in completion order)."""
+    and `on_done(name, future)` as each finishes (in completion order). With `pressure`, also
+    wait whenever the Prefect server falls too far behind in recording finished runs."""
     in_flight: dict[PrefectFuture[R], str] = {}
 
     def finish(future: PrefectFuture[R]) -> None:
+        if pressure is not None:
+            pressure.finished()
         on_done(in_flight.pop(future), future)
 
     for name, args in calls:
         while len(in_flight) >= concurrency:
             finish(next(as_completed(list(in_flight))))
+        if pressure is not None:
+            pressure.before_submit()
         in_flight[submit(*args)] = name
     for future in as_completed(list(in_flight)):
         finish(future)

@@ -20,6 +20,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import RunReport
+from flows.backpressure import ServerBackPressure
 from flows.bounded import run_bounded
 from tasks.build import STATUS_BUILT, STATUS_CACHED, ShardStats, build
 from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_parameters
@@ -90,7 +91,8 @@ def objectron_to_wds(
             all runs and workers (created by `objectron-wds setup`); empty = none. A name with
             no limit behind it does not bound anything.
         chunk_size_mib: Upload and download chunk size in MiB; memory per build is about
-            three chunks.
+            five chunks (measured: under 200 MiB per process at 16 MiB, whatever the size of
+            members and shards; benchmarks/RESULTS.md).
         overwrite: Replace shards and specs at the destination that came from a different
             plan. Off by default: such a run is refused before writing anything.
         decode: Also store each geometry and annotation decoded to JSON (KEY.geometry.json,
@@ -163,7 +165,12 @@ def objectron_to_wds(
         task = build if shard in existing else build_missing
         return task.submit(source, dest, shard, digest, overwrite, chunk_size_mib, limit)
 
-    run_bounded(submit, [(s, (s, d)) for s, d in specs.digests.items()], concurrency, collect)
+    pressure = ServerBackPressure("build ")
+    run_bounded(
+        submit, [(s, (s, d)) for s, d in specs.digests.items()], concurrency, collect, pressure
+    )
+    if pressure.waited_seconds:
+        logger.info("Waited %.0f s for the Prefect server to record runs", pressure.waited_seconds)
     report.publish_table()
 
     built = sum(s.status == STATUS_BUILT for s in stats)

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.backpressure import ServerBackPressure
 from flows.bounded import run_bounded
 from tasks.build import ShardStats, build
 from tasks.checks import MAX_CONCURRENCY, InvalidInput
@@ -112,7 +113,8 @@ def _verify_all(dest: str, bases: list[str], concurrency: int) -> dict[str, Shar
     def done(base: str, future: PrefectFuture[ShardVerdict]) -> None:
         verdicts[base] = future.result()
 
-    run_bounded(verify.submit, [(b, (dest, b)) for b in bases], concurrency, done)
+    pressure = ServerBackPressure("verify ")
+    run_bounded(verify.submit, [(b, (dest, b)) for b in bases], concurrency, done, pressure)
     return verdicts
 
 

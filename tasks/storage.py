@@ -514,7 +514,7 @@ class _CreateOnlyWriter:
                 retry=self.retry,
                 timeout=REQUEST_TIMEOUT,
             )
-            self.stream.write(bytes(self.buffer))
+            self.stream.write(self.buffer)  # copied by the writer: no second copy here
             self.buffer = bytearray()
         return len(data)
 
