@@ -391,10 +391,6 @@ def _write_shard(
     return stats
 
 
-def stats_as_dict(stats: ShardStats) -> dict[str, Any]:
-    return asdict(stats)
-
-
 def build_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     """Cache key of a build: task name, shard name and spec digest (plus the destination, so two
     destinations never share a record). Prefect's keys are global, hence the task name."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -299,10 +299,6 @@ def _create_or_confirm(dest: Storage, name: str, data: bytes) -> bool:
 
 def read_spec(dest: Storage, base: str) -> ShardSpec:
     return ShardSpec.from_json(dest.read_bytes(ShardFiles(base).spec))
-
-
-def total_source_bytes(specs: Iterable[ShardSpec]) -> int:
-    return sum(member.size or 0 for spec in specs for member in spec.members)
 
 
 @task(name="upload-specs", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
