@@ -17,6 +17,7 @@ import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -92,8 +93,9 @@ class ShardSpec:
         }
         return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
-    @property
+    @cached_property
     def digest(self) -> str:
+        # Cached: a spec is frozen, and planning thousands of shards asks for each digest often.
         return hashlib.sha256(self.to_json()).hexdigest()
 
     @classmethod
