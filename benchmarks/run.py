@@ -59,7 +59,6 @@ from benchmarks.common import (
     synthetic_listing,
     write_tiny_source,
 )
-from benchmarks.fast_listing import parse_listing_file_fast
 from tasks.build import COPY_PIECE, FIXED_MTIME, ShardStats, build_shard
 from tasks.fake_gcs import FakeGcsServer
 from tasks.index import write_shard_index
@@ -633,7 +632,7 @@ class Bench:
         total = median([t["plan_total"] for t in timings])
         parts = {
             k: median([t[k] for t in timings])
-            for k in ("parse", "resolve", "assemble", "plan", "specs", "parse_fast")
+            for k in ("parse", "resolve", "assemble", "plan", "specs")
         }
         self.log(
             f"Planning: {timings[0]['lines']:,} lines, {timings[0]['shards']:,} shards: {parts}"
@@ -644,13 +643,6 @@ class Bench:
             f"{total:.2f} s", f"parse {parts['parse']:.2f}, resolve {parts['resolve']:.2f}, "
             f"assemble {parts['assemble']:.2f}, plan {parts['plan']:.2f} s",
             f"(+ specs {parts['specs']:.2f} s)", "< 2 s", yes(total < 2),
-        ))  # fmt: skip
-        fast_total = total - parts["parse"] + parts["parse_fast"]
-        self.rows.append(Row(
-            "5p", "prototype: the same with benchmarks/fast_listing.py's parser (same result)",
-            f"{fast_total:.2f} s", f"parse {parts['parse_fast']:.2f} s",
-            f"parse {parts['parse'] / parts['parse_fast']:.1f}x faster", "< 2 s",
-            yes(fast_total < 2),
         ))  # fmt: skip
 
     # - row 6 -
@@ -787,12 +779,7 @@ def time_planning(videos: int, lines: int) -> dict[str, Any]:
     specs = [make_spec(plan, "gs://objectron") for plan in plans]
     digests = [spec.digest for spec in specs]
     t5 = time.perf_counter()
-    fast = parse_listing_file_fast(text, "gs://objectron")
-    t6 = time.perf_counter()
-    if fast != listed:
-        raise AssertionError("the prototype parser disagrees with tasks.listing")
     return {
-        "parse_fast": t6 - t5,
         "lines": counts["lines"],
         "objects": len(listed),
         "needed": len(objects),
@@ -905,7 +892,6 @@ ROW_KEYS = [
     "3s",
     "4",
     "5",
-    "5p",
     "6",
     "7",
 ]

@@ -70,18 +70,35 @@ def parse_listing_file(text: str, source_url: str) -> list[ListedName]:
     names: dict[str, ListedName] = {}
     bad: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r")
-        stripped = line.strip()
-        if not stripped or _TOTAL_LINE.match(stripped):
+        parts = raw.split()
+        if not parts:
             continue
         size, generation = UNKNOWN_SIZE, UNKNOWN_GENERATION
-        long_match = _LONG_LINE.match(line)
-        url = long_match["url"] if long_match else stripped
-        if long_match:
-            size = int(long_match["size"])
-        if not url.startswith(root):
-            bad.append(f"line {number}: {stripped[:80]!r} is not an object URL under {root}")
-            continue
+        # Fast path, for the lines that make up almost all of a 210,000-line listing: a bare URL,
+        # or `SIZE  TIME  URL[#GEN]  [metageneration=N]`. str.split is several times quicker
+        # than the regular expressions, which handle everything else (names with spaces, ...).
+        if len(parts) == 1 and parts[0].startswith(root):
+            url = parts[0]
+        elif (
+            (len(parts) == 3 or (len(parts) == 4 and parts[3].startswith("metageneration=")))
+            and parts[0].isdigit()
+            and parts[2].startswith(root)
+            and len(parts[1]) == 20
+            and parts[1].endswith("Z")
+        ):
+            size, url = int(parts[0]), parts[2]
+        else:
+            line = raw.rstrip("\r")
+            stripped = line.strip()
+            if _TOTAL_LINE.match(stripped):
+                continue
+            long_match = _LONG_LINE.match(line)
+            url = long_match["url"] if long_match else stripped
+            if long_match:
+                size = int(long_match["size"])
+            if not url.startswith(root):
+                bad.append(f"line {number}: {stripped[:80]!r} is not an object URL under {root}")
+                continue
         if url.endswith("/:") or url.endswith("/"):
             continue  # folder header
         gen_match = _GENERATION_SUFFIX.search(url)
