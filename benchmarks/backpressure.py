@@ -133,7 +133,7 @@ def convert_with_backpressure(
             collect(next(as_completed(list(in_flight))))
         pressure.wait_if_behind(submitted)
         task = build if shard in existing else build_missing
-        in_flight[task.submit(source, dest, shard, digest, False, chunk_size_mib, None)] = shard
+        in_flight[task.submit(source, dest, shard, digest, False, chunk_size_mib)] = shard
     for future in as_completed(list(in_flight)):
         collect(future)
     if failures:

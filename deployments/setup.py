@@ -5,13 +5,14 @@ Run it against the Prefect server the workers use (PREFECT_API_URL), before
 missing and updates what it was given, and nothing else:
 
 - the process work pool (created if missing; an existing pool and its job template are kept);
-- the global concurrency limit that bounds shard builds across all runs and workers;
+- the tag concurrency limit that bounds shard builds across all runs and workers;
 - a result storage block for the build task's cache records: a `LocalFileSystem` block (one
   machine), or a prefect-gcp `GcsBucket` block (any number of machines);
 - a prefect-gcp `GcpCredentials` block, when given a service-account key file or told to use
   the machine's application default credentials;
 - Prefect variables that prefect.yaml reads at deploy time: the default source and destination
-  of the deployments, the result storage block, and the Dask scheduler address.
+  of the deployments, the result storage block, the credentials block the flow runs' storage
+  clients use, and the Dask scheduler address.
 
 Nothing here holds a bucket name or credential of its own: they come from the options.
 """
@@ -37,6 +38,9 @@ VAR_SOURCE = "objectron_wds_source"
 VAR_DEST = "objectron_wds_dest"
 VAR_RESULT_STORAGE = "objectron_wds_result_storage"
 VAR_DASK_ADDRESS = "objectron_wds_dask_address"
+# The GcpCredentials block the pipeline's storage clients use (tasks/storage.py reads the
+# environment variable that prefect.yaml sets from this); empty = application defaults.
+VAR_GCP_CREDENTIALS = "objectron_wds_gcp_credentials_block"
 
 
 class SetupError(ValueError):
@@ -83,16 +87,24 @@ def ensure_process_pool(client: Any, name: str) -> str:
     return f"work pool {name!r}: created (type process)"
 
 
-def ensure_concurrency_limit(client: Any, name: str, slots: int) -> str:
-    """Create the global concurrency limit, or set an existing one to `slots` and activate it."""
+def ensure_concurrency_limit(client: Any, tag: str, slots: int) -> str:
+    """Create the concurrency limit on `tag`, or set an existing one to `slots` and activate it.
+
+    It is a tag limit (kept by Prefect 3 as the global limit `tag:TAG`, listed in the UI under
+    Concurrency): the task engine takes the slot before a build task run starts running and
+    gives it back after the run ends, so the UI's Running build task runs are the slot holders.
+    """
     from prefect.client.schemas.actions import (
         GlobalConcurrencyLimitCreate,
         GlobalConcurrencyLimitUpdate,
     )
     from prefect.exceptions import ObjectAlreadyExists
 
+    from tasks.policy import tag_limit_name
+
     if slots < 1:
         raise SetupError(f"--build-slots must be at least 1, got {slots}")
+    name = tag_limit_name(tag)
     try:
         client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True)
@@ -101,8 +113,8 @@ def ensure_concurrency_limit(client: Any, name: str, slots: int) -> str:
         client.update_global_concurrency_limit(
             name, GlobalConcurrencyLimitUpdate(limit=slots, active=True)
         )
-        return f"global concurrency limit {name!r}: set to {slots} slots"
-    return f"global concurrency limit {name!r}: created with {slots} slots"
+        return f"concurrency limit on tag {tag!r}: set to {slots} slots"
+    return f"concurrency limit on tag {tag!r}: created with {slots} slots"
 
 
 def save_gcp_credentials(
@@ -212,6 +224,7 @@ def run_setup(options: SetupOptions, say: Callable[[str], None] = print) -> None
         (VAR_SOURCE, options.source, DEFAULT_SOURCE),
         (VAR_DEST, options.dest, None),
         (VAR_DASK_ADDRESS, options.dask_address, ""),
+        (VAR_GCP_CREDENTIALS, credentials.split("/", 1)[1] if credentials else None, ""),
     ):
         current = _read_variable(name)
         if value is not None:
@@ -232,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit-name",
         default=DEFAULT_LIMIT,
-        help="global concurrency limit for shard builds; the flow's concurrency_limit "
+        help="tag of the concurrency limit on shard builds; the flow's concurrency_limit "
         f"parameter names it (default {DEFAULT_LIMIT})",
     )
     parser.add_argument(

@@ -27,7 +27,7 @@ from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_para
 from tasks.index import write_index
 from tasks.listing import list_source
 from tasks.planning import plan_shards
-from tasks.policy import existing_concurrency_limit
+from tasks.policy import existing_tag_limit
 from tasks.samples import assemble
 from tasks.specs import upload_shard_specs
 
@@ -87,9 +87,10 @@ def objectron_to_wds(
         series: First part of every shard name: SERIES-000000.tar (SERIES-SPLIT-000000.tar
             with a split).
         concurrency: Shards built at the same time by this run.
-        concurrency_limit: Name of a Prefect global concurrency limit that bounds builds across
-            all runs and workers (created by `objectron-wds setup`); empty = none. A name with
-            no limit behind it does not bound anything.
+        concurrency_limit: Tag of a Prefect task concurrency limit that bounds builds across
+            all runs and workers (created by `objectron-wds setup`); build task runs carry
+            the tag and each holds a slot from before it starts running until it ends.
+            Empty = none; a tag with no limit behind it is ignored with a warning.
         chunk_size_mib: Upload and download chunk size in MiB; memory per build is about
             five chunks (measured: under 200 MiB per process at 16 MiB, whatever the size of
             members and shards; benchmarks/RESULTS.md).
@@ -138,12 +139,14 @@ def objectron_to_wds(
     )  # fmt: skip
     specs = upload_shard_specs(source, dest, plans, overwrite, decode)
     existing = set(specs.existing_shards)
-    limit = existing_concurrency_limit(concurrency_limit)
+    limit_tag = existing_tag_limit(concurrency_limit)
     report = RunReport(len(specs.digests), f"{series} -> {dest}")
 
     # A shard missing at the destination is always built, even if a cache record says it was
     # built once (it may have been deleted since); a present one may be answered from the cache.
-    build_missing = build.with_options(refresh_cache=True)
+    tags = {limit_tag} if limit_tag else set()
+    build_present = build.with_options(tags=tags)
+    build_missing = build.with_options(tags=tags, refresh_cache=True)
     stats: list[ShardStats] = []
     failures: list[str] = []
 
@@ -162,8 +165,8 @@ def objectron_to_wds(
         report.shard_finished(result)
 
     def submit(shard: str, digest: str) -> PrefectFuture[ShardStats]:
-        task = build if shard in existing else build_missing
-        return task.submit(source, dest, shard, digest, overwrite, chunk_size_mib, limit)
+        task = build_present if shard in existing else build_missing
+        return task.submit(source, dest, shard, digest, overwrite, chunk_size_mib)
 
     pressure = ServerBackPressure("build ")
     run_bounded(

@@ -18,13 +18,11 @@ import json
 import tarfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import google_crc32c
 from prefect import get_run_logger, task
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run as prefect_flow_run
 
 from tasks.claims import DEFAULT_LEASE_SECONDS, hold_claim
@@ -413,9 +411,12 @@ def build(
     spec_digest: str,
     overwrite: bool = False,
     chunk_size_mib: int = 16,
-    concurrency_limit: str | None = None,
 ) -> ShardStats:
-    """Stream one shard's members from the source into a tar at the destination."""
+    """Stream one shard's members from the source into a tar at the destination.
+
+    Cross-run bounds come from a tag concurrency limit: the flow tags this task with the limit's
+    name, and Prefect takes a slot before the task run starts and gives it back after it ends.
+    """
     from tasks.specs import read_spec
     from tasks.storage import MiB, open_storage
 
@@ -429,15 +430,11 @@ def build(
             f"(sha256:{spec.digest[:16]}, planned sha256:{spec_digest[:16]}): is another run "
             "with overwrite=True writing here?"
         )
-    # The global limit bounds builds across all flow runs and workers; without one only the
-    # flow's own `concurrency` parameter applies.
-    slot = concurrency(concurrency_limit, occupy=1) if concurrency_limit else nullcontext()
-    with slot:
-        return build_shard(
-            source,
-            dest,
-            spec,
-            overwrite=overwrite,
-            log=logger.info,
-            owner=f"flow run {prefect_flow_run.name} ({prefect_flow_run.id})",
-        )
+    return build_shard(
+        source,
+        dest,
+        spec,
+        overwrite=overwrite,
+        log=logger.info,
+        owner=f"flow run {prefect_flow_run.name} ({prefect_flow_run.id})",
+    )

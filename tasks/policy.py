@@ -37,13 +37,20 @@ RETRY_POLICY: dict[str, Any] = {
 }
 
 
-def existing_concurrency_limit(name: str | None) -> str | None:
-    """`name` if a global concurrency limit of that name exists on the Prefect server, else None.
+def tag_limit_name(tag: str) -> str:
+    """The global concurrency limit behind a tag limit: Prefect 3 keeps tag limits as global
+    limits named `tag:TAG`, and the task engine takes a slot of each of a task run's tags before
+    the run enters Running and gives it back after the run's final state."""
+    return f"tag:{tag}"
 
-    Asking for a slot of a missing limit is not an error in Prefect, but it costs about two
-    seconds per task here (measured) and bounds nothing; so the flow asks once and warns.
+
+def existing_tag_limit(tag: str | None) -> str | None:
+    """`tag` if an active concurrency limit on that tag exists on the Prefect server, else None.
+
+    The flow tags build task runs only when a limit is behind the tag, and says so once when
+    there is none, so that a name with no limit is visible instead of silently bounding nothing.
     """
-    if not name:
+    if not tag:
         return None
     from prefect import get_run_logger
     from prefect.client.orchestration import get_client
@@ -51,18 +58,18 @@ def existing_concurrency_limit(name: str | None) -> str | None:
 
     with get_client(sync_client=True) as client:
         try:
-            limit = client.read_global_concurrency_limit_by_name(name)
+            limit = client.read_global_concurrency_limit_by_name(tag_limit_name(tag))
         except ObjectNotFound:
             get_run_logger().warning(
-                "Global concurrency limit %r does not exist: builds are bounded only by this "
-                "run's `concurrency`. `objectron-wds setup` creates it.",
-                name,
+                "No concurrency limit on tag %r: builds are bounded only by this run's "
+                "`concurrency`. `objectron-wds setup` creates it.",
+                tag,
             )
             return None
     if not limit.active:
-        get_run_logger().warning("Global concurrency limit %r is inactive: not used", name)
+        get_run_logger().warning("The concurrency limit on tag %r is inactive: not used", tag)
         return None
-    return name
+    return tag
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -28,6 +29,10 @@ from typing import IO, Any, cast
 # An OAuth access token to use as is (e.g. from `gcloud auth print-access-token`), before
 # application default credentials.
 ACCESS_TOKEN_VARIABLE = "GOOGLE_OAUTH_ACCESS_TOKEN"
+# The name of a prefect-gcp GcpCredentials block whose credentials every storage client uses.
+# Deployments set it from the Prefect variable `objectron wds setup` writes (prefect.yaml), so
+# the key lives in the Prefect server, not on the workers.
+CREDENTIALS_BLOCK_VARIABLE = "OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"
 MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 16 * MiB
 # Seconds one HTTP request may take (connect, read) before it counts as stalled and is retried.
@@ -271,9 +276,11 @@ class LocalStorage(Storage):
 
 
 def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
-    """A storage client: the emulator's anonymous one when STORAGE_EMULATOR_HOST is set, the
-    given or default credentials otherwise, and an anonymous client when there are none (enough
-    for public buckets such as gs://objectron)."""
+    """A storage client. Its credentials, first found first used: `credentials`; an access token
+    in GOOGLE_OAUTH_ACCESS_TOKEN; the GcpCredentials block named in
+    OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK; application default credentials; none (anonymous,
+    enough for public buckets such as gs://objectron). Against the emulator
+    (STORAGE_EMULATOR_HOST) default credentials are not looked for: it needs none."""
     import google.cloud.storage as storage
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -283,24 +290,44 @@ def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
 
         register_secret(token)
         credentials = Credentials(token=token)
+    block = os.environ.get(CREDENTIALS_BLOCK_VARIABLE, "").strip()
+    if block and credentials is None:
+        credentials, block_project = credentials_from_block(block)
+        project = project or block_project
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-    if emulator:
-        if credentials is not None and getattr(credentials, "token", None):
-            # A ready token is sent as is (no refresh, which would need Google's servers).
-            return storage.Client(
-                project=project or "objectron-wds",
-                credentials=credentials,
-                client_options={"api_endpoint": emulator},
-            )
-        # Other explicit credentials would make the client leave the emulator's anonymous mode
-        # and hang on token refresh (see prefect-notes); the emulator needs none.
+    if emulator and credentials is None:
+        # The client's anonymous emulator mode: no default credentials looked up or refreshed.
         return storage.Client(project=project or "objectron-wds")
+    if emulator:
+        # Given credentials are sent (a key's token refreshed at its token_uri) as to GCS.
+        return storage.Client(
+            project=project or "objectron-wds",
+            credentials=credentials,
+            client_options={"api_endpoint": emulator},
+        )
     if credentials is not None:
         return storage.Client(project=project, credentials=credentials)
     try:
         return storage.Client(project=project)
     except DefaultCredentialsError:
         return storage.Client.create_anonymous_client()
+
+
+@functools.lru_cache(maxsize=8)
+def credentials_from_block(name: str) -> tuple[Any, str | None]:
+    """(google-auth credentials, project) of the GcpCredentials block `name`; loaded once per
+    process, since every task makes clients and a load is a Prefect API call."""
+    from prefect_gcp import GcpCredentials
+
+    try:
+        block = GcpCredentials.load(name)
+    except ValueError as exc:
+        raise StorageError(
+            f"GCP credentials block {name!r} (named by {CREDENTIALS_BLOCK_VARIABLE}) could not "
+            f"be loaded: {exc}. Save it with `objectron-wds setup --gcp-key-file KEY.json` (or "
+            f"--gcp-adc), or unset {CREDENTIALS_BLOCK_VARIABLE} to use default credentials."
+        ) from exc
+    return block.get_credentials_from_service_account(), block.project
 
 
 def _log_retry(exc: Exception) -> None:

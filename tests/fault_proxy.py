@@ -59,6 +59,7 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self.authorizations: set[str] = set()
+        self.without_authorization = 0  # requests that carried no Authorization header
         self._rng = random.Random(self.plan.seed)
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
@@ -141,6 +142,8 @@ class FaultProxy:
             def _handle(self) -> None:
                 if self.headers.get("Authorization"):
                     proxy.authorizations.add(self.headers["Authorization"])
+                else:
+                    proxy.without_authorization += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 decision = proxy._decide(self.command, self.path, length > 0)
                 if decision == "reset_upload":

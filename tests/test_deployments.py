@@ -4,7 +4,7 @@ A `prefect server` (own PREFECT_HOME, free loopback port) and fake-gcs-server wi
 `objectron-wds setup`; `prefect --no-prompt deploy --all` of prefect.yaml; a process worker.
 Then: deployment runs from the CLI (`prefect deployment run ... --watch`), a second run that
 builds nothing, artifacts read back through the API, upcoming runs of the scheduled
-deployment, a run on a Dask cluster compared byte for byte with the thread-pool run, the global
+deployment, a run on a Dask cluster compared byte for byte with the thread-pool run, the tag
 concurrency limit measured across two simultaneous flow runs, and a run started from the
 Prefect UI in headless Chromium.
 
@@ -52,6 +52,7 @@ from tests.prefect_processes import (
     run_command,
     started,
 )
+from tests.token_server import CLIENT_EMAIL, TokenServer
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,7 @@ class Stack:
     logs: Path
     results: Path
     gcs: FakeGcsServer
+    tokens: TokenServer  # the token_uri of the key in the GcpCredentials block
 
     @property
     def api_url(self) -> str:
@@ -89,33 +91,6 @@ class Stack:
         return result.stdout
 
 
-def _service_account_key(path: Path) -> Path:
-    """A throwaway service-account key (a fresh RSA key; it opens no account anywhere)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "objectron-wds-test",
-                "private_key_id": "0" * 40,
-                "private_key": pem,
-                "client_email": "converter@objectron-wds-test.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": "https://oauth2.googleapis.com/token",
-            }
-        )
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def stack(fake_gcs: FakeGcsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Server, sample data, setup, deploy --all, one process worker; all stopped at the end."""
@@ -128,18 +103,19 @@ def stack(fake_gcs: FakeGcsServer, tmp_path_factory: pytest.TempPathFactory) -> 
     write_sample_dataset(open_storage(SOURCE), videos=12, seed=0, video_bytes=64 * 1024)
 
     server = PrefectServer(home=work / "prefect-home", logs=logs)
+    tokens = TokenServer().start()
     worker: ManagedProcess | None = None
     try:
         server.start()
         env = process_env(server.home, server.api_url, {"STORAGE_EMULATOR_HOST": fake_gcs.url})
-        stack = Stack(server, env, logs, work / "results", fake_gcs)
+        stack = Stack(server, env, logs, work / "results", fake_gcs, tokens)
         stack.run(
             str(BIN / "objectron-wds"), "setup",
             "--source", SOURCE,
             "--dest", MANUAL_DEST,
             "--build-slots", str(BUILD_SLOTS),
             "--result-storage", str(stack.results),
-            "--gcp-key-file", str(_service_account_key(work / "key.json")),
+            "--gcp-key-file", str(tokens.write_key_file(work / "key.json")),
         )  # fmt: skip
         stack.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
         worker = ManagedProcess(
@@ -153,6 +129,7 @@ def stack(fake_gcs: FakeGcsServer, tmp_path_factory: pytest.TempPathFactory) -> 
         if worker is not None:
             worker.stop()
         server.stop()
+        tokens.stop()
 
 
 def _flow_run_id(output: str) -> UUID:
@@ -246,6 +223,10 @@ def test_manual_deployment_run_builds_shards_and_reports_them(
     }
     # The cache records went to the result storage block setup made.
     assert sorted(p.name for p in stack.results.glob("build-shard-*"))[:3], "no cache records"
+    # The run's storage clients used the GcpCredentials block setup saved (prefect.yaml hands
+    # its name to the run): its key's token was fetched, with the key's signature.
+    assert stack.tokens.grants and stack.tokens.rejected == 0
+    assert {grant["iss"] for grant in stack.tokens.grants} == {CLIENT_EMAIL}
 
 
 def test_second_run_skips_or_caches_every_shard(stack: Stack, manual_run: UUID) -> None:
@@ -277,8 +258,9 @@ def test_setup_is_idempotent_and_made_pool_limit_blocks_and_variables(stack: Sta
 
     with stack.client() as client:
         assert client.read_work_pool(DEFAULT_POOL).type == "process"
-        limit = client.read_global_concurrency_limit_by_name(DEFAULT_LIMIT)
-        assert (limit.limit, limit.active) == (BUILD_SLOTS, True)
+        # A tag limit, as Prefect's own tag API sees it.
+        assert client.read_concurrency_limit_by_tag(DEFAULT_LIMIT).concurrency_limit == BUILD_SLOTS
+        assert client.read_global_concurrency_limit_by_name(f"tag:{DEFAULT_LIMIT}").active
         credentials = client.read_block_document_by_name(GCP_CREDENTIALS_BLOCK, "gcp-credentials")
         assert credentials.data["project"] == "objectron-wds-test"
         results = client.read_block_document_by_name(RESULTS_BLOCK, "local-file-system")
@@ -326,6 +308,7 @@ def test_deployments_from_prefect_yaml_and_upcoming_scheduled_runs(stack: Stack)
             assert (
                 env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == f"local-file-system/{RESULTS_BLOCK}"
             )
+            assert env["OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"] == GCP_CREDENTIALS_BLOCK
         nightly = deployments["nightly"]
         assert nightly.parameters == {"source": SOURCE, "dest": MANUAL_DEST, "overwrite": False}
         assert [s.schedule.cron for s in nightly.schedules] == ["0 3 * * *"]  # type: ignore[union-attr]
@@ -390,6 +373,9 @@ def test_cloud_run_and_kubernetes_pools_from_the_job_templates(stack: Stack) -> 
             {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/objectron-wds"}}
         ]
         assert deployment.parameters["dest"] == MANUAL_DEST
+        assert deployment.job_variables["env"]["OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"] == (
+            GCP_CREDENTIALS_BLOCK
+        )
 
 
 def test_dask_runner_on_a_running_cluster_gives_byte_identical_shards(
@@ -455,9 +441,8 @@ def _wait_for_dask_worker(
 
 def test_global_limit_caps_concurrent_builds_across_two_flow_runs(stack: Stack) -> None:
     """Two flow runs of the manual deployment at once, each allowed 4 builds in flight, share
-    a limit of 2. Measured per build task run from Prefect's own records: the task run's
-    start/end, and the moments its build took and gave back a slot (the
-    prefect.concurrency-limit.acquired/released events of that task run)."""
+    a limit of 2. Measured from Prefect's own records of each build task run: its creation
+    (when the flow submitted it), its start (when it entered Running) and its end."""
     with stack.client() as client:
         deployment = client.read_deployment_by_name("objectron-to-wds/manual")
         runs = [
@@ -477,41 +462,35 @@ def test_global_limit_caps_concurrent_builds_across_two_flow_runs(stack: Stack) 
 
     task_runs = _build_task_runs(stack, runs)
     assert len(task_runs) == 16
-    slots = _slot_intervals(stack, {t["id"] for t in task_runs}, expected=16)
+    assert all(DEFAULT_LIMIT in t["tags"] for t in task_runs)
     tables = {
         row["shard"] + str(run): row for run in runs for row in _artifacts(stack, run)[TABLE_KEY]
     }
     assert len(tables) == 16 and {row["status"] for row in tables.values()} == {"built"}
 
+    waiting_or_running = [(t["created"], t["end"]) for t in task_runs]
     running = [(t["start"], t["end"]) for t in task_runs]
-    holding = list(slots.values())
-    # The two runs competed: more build task runs were running at once than the limit allows,
-    # and task runs of both flow runs overlapped in time.
-    assert _max_overlap(running) > BUILD_SLOTS
     spans = {run: (min(t["start"] for t in task_runs if t["flow_run_id"] == run),
                    max(t["end"] for t in task_runs if t["flow_run_id"] == run))
              for run in runs}  # fmt: skip
-    (a0, a1), (b0, b1) = spans.values()
-    assert a0 < b1 and b0 < a1, f"the two flow runs did not overlap: {spans}"
-    # Every build held exactly one slot, inside its task run, for at least as long as the build
-    # itself took; and never were more than BUILD_SLOTS slots held at once.
-    for task_run in task_runs:
-        acquired, released = slots[task_run["id"]]
-        assert task_run["start"] <= acquired <= released <= task_run["end"] + 0.05
-    # Event times are taken by the client after each call returns, so one build's release and
-    # the next build's grant may appear a few milliseconds out of order; 50 ms covers that.
     measured = {
         "limit": BUILD_SLOTS,
+        "most_build_task_runs_submitted_at_once": _max_overlap(waiting_or_running),
         "most_build_task_runs_running_at_once": _max_overlap(running),
-        "most_slots_held_at_once": _max_overlap(holding, tolerance=0.05),
         "flow_runs": {str(run): span for run, span in spans.items()},
         "builds": [
-            {"task_run": t["id"], "running": [t["start"], t["end"]], "slot": slots[t["id"]]}
+            {"task_run": t["id"], "created": t["created"], "running": [t["start"], t["end"]]}
             for t in sorted(task_runs, key=lambda t: t["start"])
         ],
     }
     (stack.logs / "concurrency-limit-measurement.json").write_text(json.dumps(measured, indent=1))
-    assert measured["most_slots_held_at_once"] <= BUILD_SLOTS, sorted(holding)
+    # The two runs competed: more builds were asked for at once than the limit allows, and
+    # the two flow runs' builds overlapped in time...
+    assert measured["most_build_task_runs_submitted_at_once"] > BUILD_SLOTS, measured
+    (a0, a1), (b0, b1) = spans.values()
+    assert a0 < b1 and b0 < a1, f"the two flow runs did not overlap: {spans}"
+    # ...yet never were more than BUILD_SLOTS build task runs running at once.
+    assert measured["most_build_task_runs_running_at_once"] <= BUILD_SLOTS, sorted(running)
 
 
 def _wait_final(client: Any, run_ids: list[UUID], timeout: float) -> dict[UUID, str]:
@@ -539,6 +518,8 @@ def _build_task_runs(stack: Stack, runs: list[UUID]) -> list[dict[str, Any]]:
         {
             "id": str(t.id),
             "flow_run_id": t.flow_run_id,
+            "tags": t.tags,
+            "created": t.created.timestamp(),
             "start": t.start_time.timestamp(),
             "end": t.end_time.timestamp(),
         }
@@ -547,62 +528,12 @@ def _build_task_runs(stack: Stack, runs: list[UUID]) -> list[dict[str, Any]]:
     ]
 
 
-def _slot_intervals(
-    stack: Stack, task_run_ids: set[str], expected: int, timeout: float = 60.0
-) -> dict[str, tuple[float, float]]:
-    """(acquired, released) per task run, from the concurrency-limit events it emitted."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    intervals: dict[str, tuple[float, float]] = {}
-    while time.monotonic() < deadline:
-        events: list[dict[str, Any]] = []
-        response = httpx.post(
-            f"{stack.api_url}/events/filter",
-            json={
-                "filter": {
-                    "event": {"prefix": ["prefect.concurrency-limit."]},
-                    "occurred": {"since": "2000-01-01T00:00:00Z"},
-                    "any_resource": {"id": [f"prefect.task-run.{i}" for i in task_run_ids]},
-                },
-                "limit": 50,  # the API's page size; next_page links give the rest
-            },
-            timeout=30,
-        )
-        response.raise_for_status()
-        page = response.json()
-        events += page["events"]
-        while page.get("next_page"):
-            page = httpx.get(page["next_page"], timeout=30).json()
-            events += page["events"]
-        times: dict[str, dict[str, list[float]]] = {}
-        for event in events:
-            if event["resource"]["prefect.resource.name"] != DEFAULT_LIMIT:
-                continue
-            phase = event["event"].rsplit(".", 1)[1]
-            for related in event["related"]:
-                rid = related["prefect.resource.id"]
-                if rid.startswith("prefect.task-run.") and rid[17:] in task_run_ids:
-                    when = datetime.fromisoformat(event["occurred"]).timestamp()
-                    times.setdefault(rid[17:], {}).setdefault(phase, []).append(when)
-        intervals = {
-            run: (t["acquired"][0], t["released"][0])
-            for run, t in times.items()
-            if len(t.get("acquired", [])) == 1 and len(t.get("released", [])) == 1
-        }
-        if len(intervals) == expected:
-            return intervals
-        time.sleep(2)  # events reach the server in batches
-    raise AssertionError(f"slot events for {len(intervals)} of {expected} build task runs")
-
-
-def _max_overlap(intervals: list[tuple[float, float]], tolerance: float = 0.0) -> int:
-    """The most intervals open at one moment; each interval is shortened by `tolerance` at
-    its end first (intervals shorter than that still count at their start)."""
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one moment."""
     points: list[tuple[float, int]] = []
     for start, end in intervals:
         points.append((start, 1))
-        points.append((max(start, end - tolerance), -1))
+        points.append((end, -1))
     # At equal times, ends before starts: touching intervals do not overlap.
     points.sort(key=lambda point: (point[0], point[1]))
     current = best = 0
