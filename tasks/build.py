@@ -26,7 +26,8 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
 
 from tasks.claims import DEFAULT_LEASE_SECONDS, hold_claim
-from tasks.decode import DecodeError, decode_annotation, decode_geometry
+from tasks.decode import DecodeError
+from tasks.decode_pool import DecodeKind, PendingDecode
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.samples import ANNOTATION, GEOMETRY
 from tasks.specs import MemberSpec, ShardFiles, ShardSpec
@@ -48,10 +49,7 @@ DIGEST_COMMENT_PREFIX = "objectron-wds spec sha256:"
 
 # Raw members are decoded from memory; bigger ones (none in Objectron) are kept raw only.
 DECODE_MAX_BYTES = 256 * 1024 * 1024
-DECODERS: dict[str, Callable[[bytes], Any]] = {
-    GEOMETRY: decode_geometry,
-    ANNOTATION: decode_annotation,
-}
+DECODE_KINDS: dict[str, DecodeKind] = {GEOMETRY: "geometry", ANNOTATION: "annotation"}
 
 STATUS_BUILT = "built"
 STATUS_EXISTS = "exists"
@@ -138,11 +136,8 @@ class TarStreamWriter:
         """Add a member from memory; returns its CRC32C (hex)."""
         return self.add_stream(name, len(data), io.BytesIO(data))
 
-    def add_stream(
-        self, name: str, size: int, reader: IO[bytes], keep: bytearray | None = None
-    ) -> str:
+    def add_stream(self, name: str, size: int, reader: IO[bytes]) -> str:
         """Copy exactly `size` bytes from `reader` as member `name`; returns its CRC32C (hex).
-        With `keep`, the bytes are also appended to it (for members decoded afterwards).
 
         Raises:
             SourceChanged: the reader ended before `size` bytes.
@@ -159,8 +154,6 @@ class TarStreamWriter:
             checksum.update(piece)
             self._write(piece)
             remaining -= len(piece)
-            if keep is not None:
-                keep += piece
         self._pad(BLOCK)
         return checksum.digest().hex()
 
@@ -199,14 +192,24 @@ def _check_checksum(member: MemberSpec, actual_hex: str, url: str) -> None:
 
 
 class _MemberWriter:
-    """Writes the three kinds of spec member into a tar, keeping what decoding needs: the raw
-    bytes of members with a JSON twin (geometry, annotation: megabytes, never the video), and
-    the per-sample decode errors that go into the sample's json."""
+    """Writes the three kinds of spec member into a tar, and keeps the per-sample decode errors
+    that go into the sample's json.
+
+    Members with a JSON twin (geometry, annotation: megabytes, never the video) are read whole
+    as soon as their sample begins and handed to the decode processes, so the twins are being
+    made while the sample's video streams; the raw bytes are written from memory in their place
+    in the spec's order, then the twins."""
 
     def __init__(self, source: Storage, spec: ShardSpec) -> None:
         self.source = source
-        self.wanted = {(m.key, m.decoded_from) for m in spec.members if m.decoded_from}
-        self.raw: dict[tuple[str, str], bytes] = {}
+        wanted = {(m.key, m.decoded_from) for m in spec.members if m.decoded_from}
+        self.to_decode: dict[str, list[MemberSpec]] = {}
+        for m in spec.members:
+            if m.source is not None and (m.key, m.extension) in wanted:
+                self.to_decode.setdefault(m.key, []).append(m)
+        self.started: set[str] = set()
+        self.prefetched: dict[tuple[str, str], bytes] = {}
+        self.pending: dict[tuple[str, str], PendingDecode] = {}
         self.errors: dict[str, dict[str, str]] = {}
         self.stats: list[MemberStats] = []
         self.failures: list[DecodeFailure] = []
@@ -216,39 +219,51 @@ class _MemberWriter:
         self.failures.append(DecodeFailure(key, member, error))
 
     def write(self, tar: TarStreamWriter, member: MemberSpec) -> None:
+        if member.key not in self.started:
+            self.started.add(member.key)
+            self._start_decoding(member.key)
         if member.source is not None:
             self._copy_source(tar, member)
             return
-        data = self._decode(member) if member.decoded_from is not None else self._metadata(member)
+        data = self._decoded(member) if member.decoded_from is not None else self._metadata(member)
         if data is None:
             return  # not decodable: recorded, and the sample keeps its raw member
         crc = tar.add_bytes(member.name, data)
         self.stats.append(MemberStats(member.name, len(data), crc))
 
+    def _start_decoding(self, key: str) -> None:
+        for member in self.to_decode.get(key, []):
+            assert member.source is not None and member.size is not None
+            if member.size > DECODE_MAX_BYTES:
+                self._fail(key, member.extension, f"too large to decode (> {DECODE_MAX_BYTES})")
+                continue
+            raw = _read_whole(self.source, member)
+            self.prefetched[(key, member.extension)] = raw
+            self.pending[(key, member.extension)] = PendingDecode(
+                DECODE_KINDS[member.extension], raw
+            )
+
     def _copy_source(self, tar: TarStreamWriter, member: MemberSpec) -> None:
         assert member.source is not None and member.size is not None
-        wanted = (member.key, member.extension) in self.wanted
-        keep = bytearray() if wanted and member.size <= DECODE_MAX_BYTES else None
-        with self.source.open_read(member.source, member.generation) as reader:
-            crc = tar.add_stream(member.name, member.size, reader, keep=keep)
+        raw = self.prefetched.pop((member.key, member.extension), None)
+        if raw is not None:
+            crc = tar.add_bytes(member.name, raw)
+        else:
+            with self.source.open_read(member.source, member.generation) as reader:
+                crc = tar.add_stream(member.name, member.size, reader)
         _check_checksum(member, crc, self.source.url_for(member.source))
         self.stats.append(MemberStats(member.name, member.size, crc))
-        if keep is not None:
-            self.raw[(member.key, member.extension)] = bytes(keep)
-        elif wanted:
-            self._fail(member.key, member.extension, f"too large to decode (> {DECODE_MAX_BYTES})")
 
-    def _decode(self, member: MemberSpec) -> bytes | None:
+    def _decoded(self, member: MemberSpec) -> bytes | None:
         assert member.decoded_from is not None
-        raw = self.raw.pop((member.key, member.decoded_from), None)
-        if raw is None:
-            return None
+        pending = self.pending.pop((member.key, member.decoded_from), None)
+        if pending is None:
+            return None  # too large: recorded when its sample began
         try:
-            document = DECODERS[member.decoded_from](raw)
+            return pending.result()
         except DecodeError as exc:
             self._fail(member.key, member.decoded_from, str(exc))
             return None
-        return json.dumps(document, separators=(",", ":")).encode()
 
     def _metadata(self, member: MemberSpec) -> bytes:
         assert member.text is not None
@@ -258,6 +273,21 @@ class _MemberWriter:
         document = json.loads(member.text)
         document["decode_errors"] = errors
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _read_whole(source: Storage, member: MemberSpec) -> bytes:
+    """Exactly `member.size` bytes of a source member, from its planned generation."""
+    assert member.source is not None and member.size is not None
+    buffer = bytearray()
+    with source.open_read(member.source, member.generation) as reader:
+        while len(buffer) < member.size:
+            piece = reader.read(min(COPY_PIECE, member.size - len(buffer)))
+            if not piece:
+                raise SourceChanged(
+                    f"{member.name}: source ended after {len(buffer)} of {member.size} bytes"
+                )
+            buffer += piece
+    return bytes(buffer)
 
 
 def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardStats:
