@@ -101,7 +101,9 @@ def run_forked(fn: Callable[..., Any], *args: Any, timeout: float = 3600) -> Any
     """
     context = multiprocessing.get_context("fork")
     parent_end, child_end = context.Pipe(duplex=False)
-    process = context.Process(target=_forked_entry, args=(child_end, fn, args), daemon=True)
+    # Not daemonic: a daemonic process may not start children, and the build's decode workers
+    # are children. The `finally` below ends the child if it outlives its answer.
+    process = context.Process(target=_forked_entry, args=(child_end, fn, args), daemon=False)
     process.start()
     child_end.close()
     try:

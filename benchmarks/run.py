@@ -60,6 +60,7 @@ from benchmarks.common import (
     write_tiny_source,
 )
 from tasks.build import COPY_PIECE, FIXED_MTIME, ShardStats, build_shard
+from tasks.decode_pool import decode_process_ids, shutdown_decode_processes
 from tasks.fake_gcs import FakeGcsServer
 from tasks.index import write_shard_index
 from tasks.listing import list_source_api, parse_listing_file, resolve_listed_names
@@ -120,7 +121,8 @@ class Measured:
     peak_kib: int  # VmHWM of the measuring process (reset when it started)
     base_kib: int  # its RSS when the work started
     cpu_seconds: float  # its own CPU (user + system)
-    children_cpu_seconds: float = 0.0  # tar, curl, bash it ran
+    children_cpu_seconds: float = 0.0  # tar, curl, bash it ran; the build's decode workers
+    children_peak_kib: int = 0  # the largest peak RSS of the build's decode workers
     emulator_cpu_seconds: float = 0.0  # filled in by the parent
     retries: int = 0  # transient storage errors the client retried (logged by tasks.storage)
 
@@ -297,6 +299,11 @@ def measure(
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(lambda call: call[0](call[1]), calls))
     seconds = time.perf_counter() - started
+    # The decode workers' CPU counts once they have exited (and are reaped).
+    decode_peak_kib = max(
+        (proc_status_kib("VmHWM", pid) for pid in decode_process_ids()), default=0
+    )
+    shutdown_decode_processes()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return Measured(
         kind=kind,
@@ -308,6 +315,7 @@ def measure(
         cpu_seconds=cpu_seconds() - cpu_before,
         children_cpu_seconds=(children.ru_utime + children.ru_stime)
         - (children_before.ru_utime + children_before.ru_stime),
+        children_peak_kib=decode_peak_kib,
     )
 
 
@@ -443,8 +451,9 @@ class Bench:
         self.log(
             f"  {backend:5} {kind:14} c={concurrency}: {result.mb_per_s:7.1f} MB/s, "
             f"{result.seconds:6.2f} s, peak RSS {result.peak_kib / 1024:6.1f} MiB "
-            f"(base {result.base_kib / 1024:.1f}), cpu {result.cpu_seconds:.1f}+"
-            f"{result.children_cpu_seconds:.1f} s, "
+            f"(base {result.base_kib / 1024:.1f}; "
+            f"decode workers {result.children_peak_kib / 1024:.0f}), "
+            f"cpu {result.cpu_seconds:.1f}+{result.children_cpu_seconds:.1f} s, "
             f"emulator cpu {result.emulator_cpu_seconds:.1f} s, "
             f"retries {result.retries}"
         )

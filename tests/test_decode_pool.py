@@ -42,9 +42,8 @@ def test_worker_processes_make_the_same_twins_as_the_build_thread(
     pending = [PendingDecode(kind, raw) for kind, raw in raw_files]  # type: ignore[arg-type]
     from_workers = [p.result() for p in pending]
     # They really were decoded in other processes.
-    executor = decode_pool._POOL._executor
-    assert executor is not None and executor._processes
-    assert all(pid != os.getpid() for pid in executor._processes)
+    workers = decode_pool._POOL._workers
+    assert workers and all(w.process.poll() is None for w in workers)
 
     monkeypatch.setenv(PROCESSES_VARIABLE, "0")
     in_thread = [PendingDecode(kind, raw).result() for kind, raw in raw_files]  # type: ignore[arg-type]
@@ -72,7 +71,7 @@ for pending in [PendingDecode("annotation", b"not an annotation") for _ in range
         pending.result()
     except DecodeError:
         pass
-print(" ".join(str(pid) for pid in _POOL._executor._processes), flush=True)
+print(" ".join(str(w.process.pid) for w in _POOL._workers), flush=True)
 time.sleep(600)
 """
 

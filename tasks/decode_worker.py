@@ -1,0 +1,35 @@
+"""`python -m tasks.decode_worker`: one decode worker of tasks/decode_pool.py.
+
+Reads framed requests (kind, length, raw bytes) from stdin and answers each on stdout with
+the JSON twin or the DecodeError message. Leaves when stdin closes: the process that started it
+has finished with it, or is gone. Imports only the decoder, so it starts in a fraction of a
+second.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from tasks.decode import DecodeError
+from tasks.decode_pool import FAILED, FRAME, KINDS, OK, WorkerGone, decoded_json, read_exactly
+
+
+def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
+    while True:
+        try:
+            kind, size = FRAME.unpack(read_exactly(requests, FRAME.size))
+            raw = read_exactly(requests, size)
+        except WorkerGone:
+            return
+        try:
+            status, payload = OK, decoded_json(KINDS[kind], raw)
+        except DecodeError as exc:
+            status, payload = FAILED, str(exc).encode()
+        replies.write(FRAME.pack(status, len(payload)))
+        replies.write(payload)
+        replies.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
