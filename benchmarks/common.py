@@ -445,21 +445,30 @@ def synthetic_listing(
 def write_tiny_source(root: Path, keys: list[str], annotated: set[str]) -> int:
     """An Objectron-shaped folder with tiny objects: `video.MOV`, `geometry.pbdata`, `id.txt`
     per key, an annotation for the annotated keys, and the real index files. Returns the number
-    of objects written."""
-    from tasks.sample_data import INDEX_PREFIX, index_files
+    of objects written. The geometry and annotation files are well-formed one-frame files (the
+    same bytes for every key), so the build decodes them as it would real ones."""
+    from tasks.sample_data import (
+        INDEX_PREFIX,
+        build_annotation,
+        build_geometry,
+        index_files,
+        sample_values,
+    )
 
+    one_frame = sample_values("bike/batch-0/0", frames=1)
+    geometry, annotation_bytes = build_geometry(one_frame), build_annotation(one_frame)
     written = 0
     for key in keys:
         folder = root / "videos" / key
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "video.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  " + key.encode())
-        (folder / "geometry.pbdata").write_bytes(b"\x04\x00\x00\x00\x09\x00\x00\x00\x00\x00")
+        (folder / "geometry.pbdata").write_bytes(geometry)
         (folder / "id.txt").write_bytes(f"{abs(hash(key)):032d}\n".encode())
         written += 3
         if key in annotated:
             annotation = root / "annotations" / f"{key}.pbdata"
             annotation.parent.mkdir(parents=True, exist_ok=True)
-            annotation.write_bytes(b"\x0a\x02\x08\x01" + key.encode())
+            annotation.write_bytes(annotation_bytes)
             written += 1
     index_root = root / INDEX_PREFIX
     index_root.mkdir(parents=True, exist_ok=True)

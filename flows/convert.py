@@ -172,7 +172,7 @@ def objectron_to_wds(
     run_bounded(
         submit, [(s, (s, d)) for s, d in specs.digests.items()], concurrency, collect, pressure
     )
-    if pressure.waited_seconds:
+    if pressure.waited_seconds >= 1:
         logger.info("Waited %.0f s for the Prefect server to record runs", pressure.waited_seconds)
     report.publish_table()
 

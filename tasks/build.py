@@ -380,6 +380,8 @@ def _write_shard(
     source: Storage, dest: Storage, spec: ShardSpec, digest: str, log: Callable[[str], None]
 ) -> ShardStats:
     files = ShardFiles(spec.base)
+    # Two log lines per shard (each is an API record; with thousands of small shards one line
+    # per decode failure was a measurable part of the per-task cost, benchmarks/RESULTS.md).
     log(
         f"{spec.shard}: building {spec.samples} samples, {len(spec.members)} members, "
         f"{sum(m.size or 0 for m in spec.members):,} source bytes"
@@ -408,8 +410,13 @@ def _write_shard(
         members=members.stats,
         decode_errors=members.failures,
     )
-    for failure in members.failures:
-        log(f"{spec.shard}: {failure.key}.{failure.member} kept raw, not decoded: {failure.error}")
+    if members.failures:
+        first = members.failures[0]
+        log(
+            f"{spec.shard}: {len(members.failures)} member(s) kept raw, not decoded (all listed "
+            f"in {files.stats} and in each sample's json); first: {first.key}.{first.member}: "
+            f"{first.error}"
+        )
     # Stats are derived data written after the shard: replaced, not create-only.
     dest.replace_bytes(files.stats, stats.to_json())
     log(

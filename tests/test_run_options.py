@@ -83,7 +83,9 @@ def test_cli_options_for_task_runner_and_setup() -> None:
     )  # fmt: skip
 
 
-def test_progress_artifact_is_updated_per_whole_percent(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_artifact_is_throttled_and_exact_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: dict[str, list[Any]] = {"create": [], "update": [], "table": []}
     monkeypatch.setattr(
         artifacts, "create_progress_artifact", lambda **kw: calls["create"].append(kw) or "id"
@@ -94,15 +96,24 @@ def test_progress_artifact_is_updated_per_whole_percent(monkeypatch: pytest.Monk
         lambda artifact_id, **kw: calls["update"].append(kw["progress"]),
     )
     monkeypatch.setattr(artifacts, "create_table_artifact", lambda **kw: calls["table"].append(kw))
+    clock = [1000.0]
+    monkeypatch.setattr(artifacts.time, "monotonic", lambda: clock[0])
 
     report = artifacts.RunReport(250, "objectron -> gs://b")
     for i in reversed(range(249)):
+        clock[0] += 0.5  # a shard every half second: an update every 5 s = every 10 shards
         report.shard_finished(ShardStats(f"s-{i:06d}.tar", "d", "built", 3, 1024, 900, 0.5))
+    updates_while_running = list(calls["update"])
+    assert 20 <= len(updates_while_running) <= 25, updates_while_running
+    assert updates_while_running == sorted(updates_while_running)
     report.shard_failed("s-000249.tar", "ConnectionError: " + "x" * 1000)
     assert calls["create"][0]["progress"] == 0.0
-    assert calls["update"][-1] == 100.0
-    assert len(calls["update"]) <= 101
-    assert calls["update"] == sorted(calls["update"])
+    assert calls["update"][-1] == 100.0  # the last shard always shows, failed or not
+    # A failure shows at once, between the timed updates.
+    report2 = artifacts.RunReport(100, "x")
+    calls["update"].clear()
+    report2.shard_failed("s-000000.tar", "boom")
+    assert calls["update"] == [1.0]
     report.publish_table()
     table = calls["table"][0]["table"]
     assert [row["shard"] for row in table] == [f"s-{i:06d}.tar" for i in range(250)]
