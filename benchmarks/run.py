@@ -708,15 +708,29 @@ class Bench:
                     (big["flow"]["seconds"] - small["flow"]["seconds"])
                     - (big["plain"]["seconds"] - small["plain"]["seconds"])
                 ) / span * 1000 if span else float("nan")  # fmt: skip
+                if concurrency == 1:
+                    measure = "(flow - summed build) / shards"
+                    headline, other = (
+                        per_task,
+                        f"(flow - same work without Prefect) / shards {vs_plain:.0f} ms",
+                    )
+                else:
+                    # Overlapping builds make the summed build time exceed the flow's time, so
+                    # the difference says nothing; compare with the same work without Prefect.
+                    measure = "(flow - same work without Prefect) / shards"
+                    headline, other = (
+                        vs_plain,
+                        f"(flow - summed build) / shards {per_task:.0f} ms: builds overlap",
+                    )
                 self.rows.append(Row(
                     f"6 c={concurrency}",
                     f"orchestration overhead per shard task, {shards} tiny shards, concurrency "
-                    f"{concurrency}: (flow - summed build) / shards",
-                    f"{per_task:.0f} ms",
-                    f"(flow - same work without Prefect) / shards {vs_plain:.0f} ms; marginal "
-                    f"per extra task ({small['shards']}->{shards} shards) {marginal:.0f} ms",
+                    f"{concurrency}: {measure}",
+                    f"{headline:.0f} ms",
+                    f"{other}; marginal per extra task ({small['shards']}->{shards} shards) "
+                    f"{marginal:.0f} ms",
                     f"build task runs recorded {big['flow']['task_runs']}/{shards}",
-                    "< 50 ms", yes(per_task < 50),
+                    "< 50 ms", yes(headline < 50),
                 ))  # fmt: skip
         finally:
             if server is not None:

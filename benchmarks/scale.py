@@ -3,7 +3,6 @@ objects) in one flow run against a local `prefect server`, watched from outside.
 
     .venv/bin/python benchmarks/scale.py                       # SQLite, flows/convert.py
     .venv/bin/python benchmarks/scale.py --db postgres         # PostgreSQL (Debian's package)
-    .venv/bin/python benchmarks/scale.py --flow backpressure   # the prototype in backpressure.py
     .venv/bin/python benchmarks/scale.py --videos 300          # small, to try it out
 
 What it does: writes an Objectron-shaped folder of tiny objects (20,088 video folders with the
@@ -136,21 +135,12 @@ def flow_child(params_json: str, result_file: str) -> None:
     """`scale.py _flow PARAMS RESULT`: run the flow in this process, write what it returned."""
     params = json.loads(params_json)
     started = time.perf_counter()
-    if params["flow"] == "backpressure":
-        from benchmarks.backpressure import convert_with_backpressure
+    from flows.convert import objectron_to_wds
 
-        state = convert_with_backpressure(
-            dest=params["dest"], source=params["source"], shard_size=params["shard_size"],
-            concurrency=params["concurrency"], max_lag=params["max_lag"],
-            check_every=params["check_every"], return_state=True,
-        )  # fmt: skip
-    else:
-        from flows.convert import objectron_to_wds
-
-        state = objectron_to_wds(
-            dest=params["dest"], source=params["source"], shard_size=params["shard_size"],
-            concurrency=params["concurrency"], concurrency_limit=None, return_state=True,
-        )  # fmt: skip
+    state = objectron_to_wds(
+        dest=params["dest"], source=params["source"], shard_size=params["shard_size"],
+        concurrency=params["concurrency"], concurrency_limit=None, return_state=True,
+    )  # fmt: skip
     seconds = time.perf_counter() - started
     document: dict[str, Any] = {
         "seconds": seconds,
@@ -227,12 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--flow", choices=["convert", "backpressure"], default="convert")
     parser.add_argument("--videos", type=int, default=20_088)
     parser.add_argument("--shard-size", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--max-lag", type=int, default=500, help="backpressure flow only")
-    parser.add_argument("--check-every", type=int, default=50, help="backpressure flow only")
     parser.add_argument("--time-limit", type=float, default=2400, help="seconds")
     parser.add_argument(
         "--source", type=Path, help="reuse this tiny source folder (made if missing)"
@@ -276,9 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         watcher = Watcher(server.api_url, server.process.pid).start()
 
         params = {
-            "flow": args.flow, "source": str(source), "dest": str(dest),
+            "source": str(source), "dest": str(dest),
             "shard_size": args.shard_size, "concurrency": args.concurrency,
-            "max_lag": args.max_lag, "check_every": args.check_every,
         }  # fmt: skip
         result_file = work / "flow-result.json"
         env = server.client_env()
@@ -291,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
             )  # fmt: skip
         flow_started = time.monotonic()
-        log(f"flow process {flow_process.pid} started ({args.flow}); log {flow_log}")
+        log(f"flow process {flow_process.pid} started; log {flow_log}")
         stopped = False
         next_report = 0.0
         while flow_process.poll() is None:
@@ -336,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         watcher.stop()
         health = watcher.summary()
         report.update({
-            "db": args.db, "flow": args.flow, "videos": args.videos, "shard_size": args.shard_size,
+            "db": args.db, "videos": args.videos, "shard_size": args.shard_size,
             "concurrency": args.concurrency, "expected_shards": expected,
             "shards_built_on_disk": shards_built, "stopped_at_time_limit": stopped,
             "flow_process_seconds": wall, "flow_result": flow_result, "recorded": recorded,
@@ -372,7 +358,7 @@ def render(report: dict[str, Any]) -> str:
     flow = report.get("flow_result", {})
     lines = [
         f"scale run: {report.get('videos')} videos, shard_size {report.get('shard_size')}, "
-        f"concurrency {report.get('concurrency')}, {report.get('db')}, flow {report.get('flow')}",
+        f"concurrency {report.get('concurrency')}, {report.get('db')}",
         f"  date {facts['date']}; commit {facts.get('commit')}; cpus {facts['cpus']}; "
         f"memory {facts['memory']}",
         f"  flow state {flow.get('state')} in {flow.get('seconds', float('nan')):.0f} s "

@@ -92,13 +92,16 @@ def objectron_to_wds(
             the tag and each holds a slot from before it starts running until it ends.
             Empty = none; a tag with no limit behind it is ignored with a warning.
         chunk_size_mib: Upload and download chunk size in MiB; memory per build is about
-            five chunks (measured: under 200 MiB per process at 16 MiB, whatever the size of
-            members and shards; benchmarks/RESULTS.md).
+            five chunks (measured: 187 MiB for a process building one shard at 16 MiB,
+            whatever the size of members and shards, plus the decode workers;
+            benchmarks/RESULTS.md).
         overwrite: Replace shards and specs at the destination that came from a different
             plan. Off by default: such a run is refused before writing anything.
         decode: Also store each geometry and annotation decoded to JSON (KEY.geometry.json,
             KEY.anno.json), so training code needs no protobuf schema. The raw .pbdata stay.
             A file that does not decode is kept raw and its error recorded in KEY.json.
+            Decoding runs in worker processes, one per CPU (about 30 MiB each);
+            OBJECTRON_WDS_DECODE_PROCESSES=N sets how many, 0 decodes in the build threads.
     """
     logger = get_run_logger()
     if not dest.strip():
