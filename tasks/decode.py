@@ -3,7 +3,8 @@
 Training code that reads the shards should not need protobuf schemas, generated modules or
 Objectron's framing rules: `decode_annotation` and `decode_geometry` turn the raw
 `*.pbdata` bytes into dicts of lists, ints, floats, strings and None, with a fixed key order, so
-`json.dumps` of the result is deterministic and can be stored next to the raw files.
+`json.dumps` of the result is deterministic and can be stored next to the raw files (the build
+writes the twins with orjson: tasks/decode_pool.py).
 
 Conventions of the output:
 - matrices stay flat and row-major, exactly as stored (3x3 -> 9 floats, 4x4 -> 16 floats);

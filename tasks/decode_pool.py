@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -30,6 +29,8 @@ import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Literal
+
+import orjson
 
 from tasks.decode import DecodeError, decode_annotation, decode_geometry
 
@@ -55,12 +56,23 @@ _log = logging.getLogger("objectron_wds.decode_pool")
 
 
 def decoded_json(kind: DecodeKind, raw: bytes) -> bytes:
-    """The JSON twin of a raw member: compact, keys in the decoder's fixed order.
+    """The JSON twin of a raw member: compact UTF-8, keys in the decoder's fixed order.
+
+    Written with orjson, which formats the ~30,000 floats of a sample 15-40x faster than
+    `json.dumps` (that formatting was most of the decode time). Each number is the shortest text
+    that reads back as the same double, as with `json.dumps`; only the notation of small
+    numbers differs (`0.000028117023248341866` for json's `2.8117023248341866e-05`), and a
+    non-finite float (none in well-formed files) is written as null, not as the non-standard
+    NaN / Infinity.
 
     Raises:
         DecodeError: the bytes are not a well-formed file of that kind.
     """
-    return json.dumps(_DECODERS[kind](raw), separators=(",", ":")).encode()
+    document = _DECODERS[kind](raw)
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError as exc:  # e.g. a string that is not valid UTF-8
+        raise DecodeError(f"{kind}: the decoded content cannot be written as JSON: {exc}") from exc
 
 
 class WorkerGone(Exception):
