@@ -129,9 +129,9 @@ def _parse(message_class: Any, data: bytes, what: str) -> Any:
 
 
 def _floats(values: Any) -> list[float]:
-    # protobuf already returns each float32 as the equal Python float; float() only turns the
+    # protobuf already returns each float32 as the equal Python float; list() only turns the
     # repeated container into plain values.
-    return [float(v) for v in values]
+    return list(values)
 
 
 def _enum_name(enum_type: Any, number: int) -> str | int:
@@ -210,7 +210,7 @@ def decode_annotation(data: bytes) -> dict[str, Any]:
             "rotation": _floats(obj.rotation),
             "translation": _floats(obj.translation),
             "scale": _floats(obj.scale),
-            "keypoints": [[float(k.x), float(k.y), float(k.z)] for k in obj.keypoints],
+            "keypoints": [[k.x, k.y, k.z] for k in obj.keypoints],
             "method": _enum_name(method_enum, obj.method),
         }
         for obj in sequence.objects
@@ -223,13 +223,12 @@ def decode_annotation(data: bytes) -> dict[str, Any]:
                 {
                     "object_id": annotation.object_id,
                     "visibility": float(annotation.visibility),
+                    # Each sub-message fetched once: an access builds a wrapper object.
                     "keypoints_2d": [
-                        [float(k.point_2d.x), float(k.point_2d.y), float(k.point_2d.depth)]
-                        for k in annotation.keypoints
+                        [p.x, p.y, p.depth] for p in (k.point_2d for k in annotation.keypoints)
                     ],
                     "keypoints_3d": [
-                        [float(k.point_3d.x), float(k.point_3d.y), float(k.point_3d.z)]
-                        for k in annotation.keypoints
+                        [p.x, p.y, p.z] for p in (k.point_3d for k in annotation.keypoints)
                     ],
                 }
                 for annotation in frame.annotations
