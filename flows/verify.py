@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.backpressure import ServerBackPressure
 from flows.bounded import run_bounded
 from tasks.build import ShardStats, build
-from tasks.checks import MAX_CONCURRENCY, InvalidInput
+from tasks.checks import MAX_CONCURRENCY, InvalidInput, check_concurrency
 from tasks.specs import ShardFiles, read_spec
 from tasks.storage import StorageError, open_storage
 from tasks.verify import (
@@ -61,8 +61,7 @@ def verify_shards(
         concurrency: Shards checked (or rebuilt) at the same time.
     """
     logger = get_run_logger()
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise InvalidInput(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+    check_concurrency(concurrency)
     storage = open_storage(dest)
     try:
         bases, unplanned = find_specs(storage, series)

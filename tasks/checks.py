@@ -22,6 +22,14 @@ class InvalidInput(ValueError):
     """The run's parameters or locations cannot work; nothing was written."""
 
 
+def check_concurrency(concurrency: int) -> None:
+    """Shards handled at the same time by one run: 1 to MAX_CONCURRENCY."""
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidInput(
+            f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}"
+        )
+
+
 def validate_parameters(
     *,
     shard_size: int,
@@ -35,10 +43,7 @@ def validate_parameters(
         validate_plan_parameters(shard_size, max_shards)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise InvalidInput(
-            f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}"
-        )
+    check_concurrency(concurrency)
     if not 1 <= chunk_size_mib <= 256:
         raise InvalidInput(f"chunk_size_mib must be between 1 and 256, got {chunk_size_mib}")
     if not series or not all(c.isalnum() or c in "_-" for c in series):
