@@ -98,7 +98,7 @@ def ensure_concurrency_limit(client: Any, tag: str, slots: int) -> str:
         GlobalConcurrencyLimitCreate,
         GlobalConcurrencyLimitUpdate,
     )
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     from tasks.policy import tag_limit_name
 
@@ -106,15 +106,20 @@ def ensure_concurrency_limit(client: Any, tag: str, slots: int) -> str:
         raise SetupError(f"--build-slots must be at least 1, got {slots}")
     name = tag_limit_name(tag)
     try:
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True)
-        )
-    except ObjectAlreadyExists:
-        client.update_global_concurrency_limit(
-            name, GlobalConcurrencyLimitUpdate(limit=slots, active=True)
-        )
-        return f"concurrency limit on tag {tag!r}: set to {slots} slots"
-    return f"concurrency limit on tag {tag!r}: created with {slots} slots"
+        # Read first: creating one that exists makes the server log an integrity error.
+        client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        try:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True)
+            )
+            return f"concurrency limit on tag {tag!r}: created with {slots} slots"
+        except ObjectAlreadyExists:
+            pass  # created meanwhile by another setup: update it below
+    client.update_global_concurrency_limit(
+        name, GlobalConcurrencyLimitUpdate(limit=slots, active=True)
+    )
+    return f"concurrency limit on tag {tag!r}: set to {slots} slots"
 
 
 def save_gcp_credentials(

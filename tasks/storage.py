@@ -476,13 +476,11 @@ class GcsStorage(Storage):
         from google.api_core import exceptions as gexc
 
         blob = self.bucket.blob(self._key(name))
-        if blob.exists(retry=self._retry, timeout=REQUEST_TIMEOUT):
-            raise AlreadyExists(f"{self.url_for(name)} exists already")
         # Small objects go through one multipart request (buffered here); large ones stream as
         # a resumable upload that GCS finalizes atomically when the writer is closed.
         # if_generation_match=0 makes both create-only. BlobWriter cancels the upload when the
         # block raises, so an interrupted shard leaves nothing at its final name.
-        writer = _CreateOnlyWriter(blob, self.chunk_size, self._retry)
+        writer = _CreateOnlyWriter(blob, self.chunk_size, self._retry, self.url_for(name))
         try:
             yield cast(IO[bytes], writer)
         except BaseException:
@@ -520,10 +518,11 @@ class _CreateOnlyWriter:
     (the only create-only write fake-gcs-server enforces), larger ones switch to a resumable
     upload streamed chunk by chunk. Memory stays at about one chunk either way."""
 
-    def __init__(self, blob: Any, chunk_size: int, retry: Any) -> None:
+    def __init__(self, blob: Any, chunk_size: int, retry: Any, url: str) -> None:
         self.blob = blob
         self.chunk_size = chunk_size
         self.retry = retry
+        self.url = url
         self.buffer = bytearray()
         self.stream: Any = None
 
@@ -532,6 +531,11 @@ class _CreateOnlyWriter:
             return int(self.stream.write(data))
         self.buffer += data
         if len(self.buffer) > self.chunk_size:
+            # fake-gcs-server ignores if_generation_match=0 on resumable uploads, and on GCS a
+            # conflict would only show at the end of a long upload: ask first, once, here
+            # (small objects need no extra request: their one request is create-only).
+            if self.blob.exists(retry=self.retry, timeout=REQUEST_TIMEOUT):
+                raise AlreadyExists(f"{self.url} exists already")
             self.stream = self.blob.open(
                 "wb",
                 chunk_size=self.chunk_size,
