@@ -442,6 +442,19 @@ def synthetic_listing(
     return "\n".join(out.lines) + "\n", counts
 
 
+def run_convert_flow(params: dict[str, Any]) -> tuple[Any, float]:
+    """The conversion flow as the benchmarks run it (source, dest, shard_size, concurrency from
+    `params`; no build limit), in this process: its final state and wall seconds."""
+    from flows.convert import objectron_to_wds
+
+    started = time.perf_counter()
+    state = objectron_to_wds(
+        dest=params["dest"], source=params["source"], shard_size=params["shard_size"],
+        concurrency=params["concurrency"], concurrency_limit=None, return_state=True,
+    )  # fmt: skip
+    return state, time.perf_counter() - started
+
+
 def write_tiny_source(root: Path, keys: list[str], annotated: set[str]) -> int:
     """An Objectron-shaped folder with tiny objects: `video.MOV`, `geometry.pbdata`, `id.txt`
     per key, an annotation for the annotated keys, and the real index files. Returns the number

@@ -55,11 +55,12 @@ from benchmarks.common import (
     machine_facts,
     median,
     proc_status_kib,
+    run_convert_flow,
     run_forked,
     synthetic_listing,
     write_tiny_source,
 )
-from tasks.build import COPY_PIECE, FIXED_MTIME, ShardStats, build_shard
+from tasks.build import FIXED_MTIME, ShardStats, build_shard, read_pieces
 from tasks.decode_pool import decode_process_ids, shutdown_decode_processes
 from tasks.fake_gcs import FakeGcsServer
 from tasks.index import write_shard_index
@@ -176,14 +177,9 @@ def job_copy(source_url: str, dest_url: str, chunk: int, spec: ShardSpec) -> Non
             assert member.source is not None and member.size is not None
             # Exactly `size` bytes, as the build reads them: reading on to EOF costs one more
             # ranged request, which fake-gcs-server answers by resetting the connection.
-            remaining = member.size
             with source.open_read(member.source, member.generation) as reader:
-                while remaining:
-                    piece = reader.read(min(COPY_PIECE, remaining))
-                    if not piece:
-                        raise RuntimeError(f"{member.source} ended early")
+                for piece in read_pieces(reader, member.size, member.name):
                     out.write(piece)
-                    remaining -= len(piece)
 
 
 def job_wds(source_url: str, dest_url: str, chunk: int, spec: ShardSpec) -> None:
@@ -863,15 +859,8 @@ def run_flow_process(
 def flow_child(params_json: str, result_file: str) -> None:
     """`run.py _flow PARAMS RESULT_FILE`: run the flow once, then count its recorded task runs."""
     from benchmarks.flow_runs import count_task_runs_settled
-    from flows.convert import objectron_to_wds
 
-    params = json.loads(params_json)
-    started = time.perf_counter()
-    state = objectron_to_wds(
-        dest=params["dest"], source=params["source"], shard_size=params["shard_size"],
-        concurrency=params["concurrency"], concurrency_limit=None, return_state=True,
-    )  # fmt: skip
-    seconds = time.perf_counter() - started
+    state, seconds = run_convert_flow(json.loads(params_json))
     summary = state.result()
     flow_run_id = state.state_details.flow_run_id
     expected = summary["shards"]

@@ -44,6 +44,7 @@ from benchmarks.common import (
     full_scale_keys,
     http_latency,
     machine_facts,
+    run_convert_flow,
     write_tiny_source,
 )
 from benchmarks.flow_runs import count_task_runs, post_json
@@ -133,15 +134,7 @@ class Watcher:
 
 def flow_child(params_json: str, result_file: str) -> None:
     """`scale.py _flow PARAMS RESULT`: run the flow in this process, write what it returned."""
-    params = json.loads(params_json)
-    started = time.perf_counter()
-    from flows.convert import objectron_to_wds
-
-    state = objectron_to_wds(
-        dest=params["dest"], source=params["source"], shard_size=params["shard_size"],
-        concurrency=params["concurrency"], concurrency_limit=None, return_state=True,
-    )  # fmt: skip
-    seconds = time.perf_counter() - started
+    state, seconds = run_convert_flow(json.loads(params_json))
     document: dict[str, Any] = {
         "seconds": seconds,
         "state": state.type.value,

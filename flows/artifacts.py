@@ -7,6 +7,7 @@ that moves as shards finish, and a table with one row per shard.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import cast
 from uuid import UUID
@@ -50,12 +51,15 @@ class RunReport:
     shard; so it is exact at the end and costs the run a call every few seconds at most.
     """
 
-    def __init__(self, total: int, description: str) -> None:
+    def __init__(
+        self, total: int, description: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.total = total
         self.description = description
         self.rows: list[ShardRow] = []
+        self._clock = clock
         self._shown = 0
-        self._shown_at = time.monotonic()
+        self._shown_at = clock()
         # The sync twin returns the id here (a flow body is not a running event loop).
         self._artifact_id = cast(
             UUID,
@@ -86,7 +90,7 @@ class RunReport:
 
     def _add(self, row: ShardRow) -> None:
         self.rows.append(row)
-        now = time.monotonic()
+        now = self._clock()
         due = int(self.percent) != self._shown and now - self._shown_at >= PROGRESS_EVERY_SECONDS
         if due or row.status == STATUS_FAILED or self.done == self.total:
             self._shown, self._shown_at = int(self.percent), now

@@ -13,11 +13,10 @@ it is written.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -134,7 +133,10 @@ class TarStreamWriter:
 
     def add_bytes(self, name: str, data: bytes) -> str:
         """Add a member from memory; returns its CRC32C (hex)."""
-        return self.add_stream(name, len(data), io.BytesIO(data))
+        self._write(_member_header(name, len(data)))
+        self._write(data)
+        self._pad(BLOCK)
+        return google_crc32c.Checksum(data).digest().hex()
 
     def add_stream(self, name: str, size: int, reader: IO[bytes]) -> str:
         """Copy exactly `size` bytes from `reader` as member `name`; returns its CRC32C (hex).
@@ -144,16 +146,9 @@ class TarStreamWriter:
         """
         self._write(_member_header(name, size))
         checksum = google_crc32c.Checksum()
-        remaining = size
-        while remaining:
-            piece = reader.read(min(COPY_PIECE, remaining))
-            if not piece:
-                raise SourceChanged(
-                    f"{name}: source ended after {size - remaining} of {size} bytes"
-                )
+        for piece in read_pieces(reader, size, name):
             checksum.update(piece)
             self._write(piece)
-            remaining -= len(piece)
         self._pad(BLOCK)
         return checksum.digest().hex()
 
@@ -275,19 +270,26 @@ class _MemberWriter:
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
+def read_pieces(reader: IO[bytes], size: int, name: str) -> Iterator[bytes]:
+    """Exactly `size` bytes of `reader`, in pieces of at most COPY_PIECE.
+
+    Raises:
+        SourceChanged: the reader ended before `size` bytes.
+    """
+    remaining = size
+    while remaining:
+        piece = reader.read(min(COPY_PIECE, remaining))
+        if not piece:
+            raise SourceChanged(f"{name}: source ended after {size - remaining} of {size} bytes")
+        yield piece
+        remaining -= len(piece)
+
+
 def _read_whole(source: Storage, member: MemberSpec) -> bytes:
     """Exactly `member.size` bytes of a source member, from its planned generation."""
     assert member.source is not None and member.size is not None
-    buffer = bytearray()
     with source.open_read(member.source, member.generation) as reader:
-        while len(buffer) < member.size:
-            piece = reader.read(min(COPY_PIECE, member.size - len(buffer)))
-            if not piece:
-                raise SourceChanged(
-                    f"{member.name}: source ended after {len(buffer)} of {member.size} bytes"
-                )
-            buffer += piece
-    return bytes(buffer)
+        return b"".join(read_pieces(reader, member.size, member.name))
 
 
 def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardStats:

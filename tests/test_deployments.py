@@ -467,7 +467,7 @@ def test_global_limit_caps_concurrent_builds_across_two_flow_runs(stack: Stack) 
                 ).id
                 for name in ("a", "b")
             ]
-            _wait_for_waiting_builds(stack, runs, timeout=180)
+            _wait_until_builds_submitted(stack, runs, timeout=180)
         finally:
             released_at = time.time()
             client.release_concurrency_slots_with_lease(lease)
@@ -507,7 +507,7 @@ def test_global_limit_caps_concurrent_builds_across_two_flow_runs(stack: Stack) 
     assert measured["most_build_task_runs_running_at_once"] <= BUILD_SLOTS, sorted(running)
 
 
-def _wait_for_waiting_builds(stack: Stack, runs: list[UUID], timeout: float) -> None:
+def _wait_until_builds_submitted(stack: Stack, runs: list[UUID], timeout: float) -> None:
     """Until both flow runs have submitted their builds. A build task run waiting for a tag
     slot is not recorded by the server yet, so the sign is the step before: each run's
     upload-specs task run has completed, and the submission that follows it had 3 s."""

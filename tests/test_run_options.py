@@ -97,9 +97,8 @@ def test_progress_artifact_is_throttled_and_exact_at_the_end(
     )
     monkeypatch.setattr(artifacts, "create_table_artifact", lambda **kw: calls["table"].append(kw))
     clock = [1000.0]
-    monkeypatch.setattr(artifacts.time, "monotonic", lambda: clock[0])
 
-    report = artifacts.RunReport(250, "objectron -> gs://b")
+    report = artifacts.RunReport(250, "objectron -> gs://b", clock=lambda: clock[0])
     for i in reversed(range(249)):
         clock[0] += 0.5  # a shard every half second: an update every 5 s = every 10 shards
         report.shard_finished(ShardStats(f"s-{i:06d}.tar", "d", "built", 3, 1024, 900, 0.5))
@@ -110,7 +109,7 @@ def test_progress_artifact_is_throttled_and_exact_at_the_end(
     assert calls["create"][0]["progress"] == 0.0
     assert calls["update"][-1] == 100.0  # the last shard always shows, failed or not
     # A failure shows at once, between the timed updates.
-    report2 = artifacts.RunReport(100, "x")
+    report2 = artifacts.RunReport(100, "x", clock=lambda: clock[0])
     calls["update"].clear()
     report2.shard_failed("s-000000.tar", "boom")
     assert calls["update"] == [1.0]
