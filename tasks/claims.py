@@ -14,6 +14,7 @@ to commit, never corrupt a shard.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -21,13 +22,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tasks.storage import AlreadyExists, ObjectNotFound, Storage
 
 DEFAULT_LEASE_SECONDS = 300.0
 POLL_SECONDS = 1.0
+_log = logging.getLogger("objectron_wds.claims")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ def hold_claim(
     while True:
         mine = new_claim(owner, lease_seconds)
         try:
-            dest.create_bytes(name, mine.to_json())
+            # Not durable: after a crash the claim is dead anyway (its process is gone).
+            dest.create_bytes(name, mine.to_json(), durable=False)
             break
         except AlreadyExists:
             pass
@@ -122,20 +125,11 @@ def hold_claim(
             waited_for = theirs.token
         time.sleep(POLL_SECONDS)
 
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(lease_seconds / 3):
-            renewed = Claim(**{**asdict(mine), "expires": time.time() + lease_seconds})
-            dest.replace_bytes(name, renewed.to_json())
-
-    renewer = threading.Thread(target=renew, name=f"renew {name}", daemon=True)
-    renewer.start()
+    held = _RENEWER.add(dest, name, mine, lease_seconds)
     try:
         yield True
     finally:
-        stop.set()
-        renewer.join()
+        _RENEWER.remove(held)
         current: Claim | None
         try:
             current = Claim.from_json(dest.read_bytes(name))
@@ -143,6 +137,74 @@ def hold_claim(
             current = None
         if current is not None and current.token == mine.token:
             dest.delete(name)
+
+
+@dataclass(eq=False)
+class _HeldClaim:
+    dest: Storage
+    name: str
+    claim: Claim
+    lease_seconds: float
+    due: float  # time.monotonic() of the next renewal
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    released: bool = False
+
+
+class _Renewer:
+    """One thread per process renews every claim the process holds, a third of a lease before
+    it runs out. (A thread per claim cost a thread start and join per shard, several ms each
+    while other builds hold the GIL: benchmarks/RESULTS.md.)"""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._held: list[_HeldClaim] = []
+        self._thread: threading.Thread | None = None
+
+    def add(self, dest: Storage, name: str, claim: Claim, lease_seconds: float) -> _HeldClaim:
+        held = _HeldClaim(dest, name, claim, lease_seconds, time.monotonic() + lease_seconds / 3)
+        with self._wake:
+            self._held.append(held)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="renew claims", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return held
+
+    def remove(self, held: _HeldClaim) -> None:
+        # Under the claim's lock, so no renewal can write the claim again after it is removed.
+        with held.lock:
+            held.released = True
+        with self._wake:
+            self._held.remove(held)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                due = [held for held in self._held if held.due <= now]
+                if not due:
+                    next_due = min((held.due for held in self._held), default=now + 60)
+                    self._wake.wait(next_due - now)
+                    continue
+            for held in due:
+                self._renew(held)
+
+    @staticmethod
+    def _renew(held: _HeldClaim) -> None:
+        with held.lock:
+            if held.released:
+                return
+            renewed = replace(held.claim, expires=time.time() + held.lease_seconds)
+            try:
+                held.dest.replace_bytes(held.name, renewed.to_json())
+            except Exception:  # the next round tries again; the lease is long
+                _log.warning("could not renew the claim %s; trying again", held.name)
+                held.due = time.monotonic() + min(held.lease_seconds / 10, 10.0)
+                return
+            held.due = time.monotonic() + held.lease_seconds / 3
+
+
+_RENEWER = _Renewer()
 
 
 def remove_dead_claims(dest: Storage, names: set[str]) -> list[str]:

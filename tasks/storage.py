@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import functools
+import io
 import logging
 import os
 import re
@@ -40,6 +42,10 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 _log = logging.getLogger("objectron_wds.storage")
 # A local partial file carries this marker so listings skip it and readers never see it.
 PARTIAL_MARKER = ".objectron-wds-partial-"
+# Buffer of local file objects. Small on purpose: reads and writes of a piece at least this
+# large bypass it (no copy), and a large buffer costs a fresh allocation per file opened (at
+# 16 MiB that made a local copy several times slower: benchmarks/RESULTS.md).
+LOCAL_BUFFER = 64 * 1024
 
 
 class StorageError(Exception):
@@ -102,12 +108,16 @@ class Storage(ABC):
         """A streaming reader; with `generation`, raises SourceChanged if the object moved on."""
 
     @abstractmethod
-    def open_create(self, name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    def open_create(
+        self, name: str, *, durable: bool = True
+    ) -> contextlib.AbstractContextManager[IO[bytes]]:
         """A streaming writer for a new object.
 
         The object appears at `name` only when the block exits without an exception; on an
         exception nothing is left at `name`. Raises AlreadyExists if `name` exists (checked
         before writing where the backend allows, and again when the object is committed).
+        `durable=False` is for objects that are worthless after a crash anyway (claims): a
+        local folder then commits without waiting for the disk; GCS writes are always durable.
         """
 
     @abstractmethod
@@ -134,9 +144,10 @@ class Storage(ABC):
     def replace_bytes(self, name: str, data: bytes) -> None:
         """Write a small derived object (an index), replacing any old one atomically."""
 
-    def create_bytes(self, name: str, data: bytes) -> None:
-        """Write a small object, create-only (raises AlreadyExists)."""
-        with self.open_create(name) as writer:
+    def create_bytes(self, name: str, data: bytes, *, durable: bool = True) -> None:
+        """Write a small object, create-only (raises AlreadyExists); `durable` as in
+        `open_create`."""
+        with self.open_create(name, durable=durable) as writer:
             writer.write(data)
 
 
@@ -168,8 +179,9 @@ def _normalise_location(url: str) -> str:
 
 
 class LocalStorage(Storage):
-    """A folder on this machine. Commits are `link()` of a finished temporary file: atomic and
-    create-only, so a reader never sees a partial file at its final name."""
+    """A folder on this machine. Commits are `link()` of a finished, fsynced temporary file:
+    atomic and create-only, so a reader never sees a partial file at its final name.
+    `chunk_size` is how much written data is handed to the disk at a time (`_WriteBehindFile`)."""
 
     def __init__(self, root: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         self.root = root.expanduser().resolve()
@@ -217,7 +229,7 @@ class LocalStorage(Storage):
     def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
         path = self._path(name)
         try:
-            handle = open(path, "rb", buffering=self.chunk_size)  # noqa: SIM115 - caller closes
+            handle = open(path, "rb", buffering=LOCAL_BUFFER)  # noqa: SIM115 - caller closes
         except FileNotFoundError as exc:
             raise ObjectNotFound(f"{path} does not exist") from exc
         except PermissionError as exc:
@@ -232,7 +244,7 @@ class LocalStorage(Storage):
         return handle
 
     @contextlib.contextmanager
-    def open_create(self, name: str) -> Iterator[IO[bytes]]:
+    def open_create(self, name: str, *, durable: bool = True) -> Iterator[IO[bytes]]:
         final = self._path(name)
         if final.exists():
             raise AlreadyExists(f"{final} exists already")
@@ -242,14 +254,15 @@ class LocalStorage(Storage):
             raise PermissionDenied(f"cannot create folder {final.parent}: {exc.strerror}") from exc
         partial = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
         try:
-            handle = open(partial, "xb", buffering=self.chunk_size)  # noqa: SIM115
+            handle = _WriteBehindFile(open(partial, "xb", buffering=0), self.chunk_size)  # noqa: SIM115
         except PermissionError as exc:
             raise PermissionDenied(f"cannot write in {final.parent}: {exc.strerror}") from exc
         try:
             with handle:
-                yield handle
+                yield cast(IO[bytes], handle)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             try:
                 # link() fails if the final name exists: create-only, and atomic for readers.
                 os.link(partial, final)
@@ -270,6 +283,54 @@ class LocalStorage(Storage):
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
+
+
+def _sync_file_range_function() -> Any:
+    """libc's sync_file_range (Linux), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range_function()
+_SYNC_FILE_RANGE_WRITE = 2  # start write-out of the range's dirty pages; do not wait
+
+
+class _WriteBehindFile(io.BufferedWriter):
+    """A local file being written that hands its data to the disk as it goes.
+
+    Commits fsync the file (a shard must be on disk before its name appears), but the kernel
+    starts writing dirty pages back on its own only when gigabytes are dirty or after 30 s, so
+    the whole file would be written out during that one fsync, after the copy. Here every
+    `write_behind` bytes start their write-out at once (sync_file_range, as PostgreSQL's
+    `*_flush_after` settings do), so the disk writes while the rest is copied and the final
+    fsync has little left to wait for. Where sync_file_range is missing this is a plain
+    buffered file."""
+
+    def __init__(self, raw: Any, write_behind: int) -> None:
+        super().__init__(raw, buffer_size=LOCAL_BUFFER)
+        self._write_behind = max(write_behind, LOCAL_BUFFER)
+        self._written = 0
+        self._handed_over = 0
+
+    def write(self, data: Any) -> int:
+        count = super().write(data)
+        self._written += count
+        if _SYNC_FILE_RANGE is not None and self._written - self._handed_over >= self._write_behind:
+            self.flush()
+            # Advisory: an error here changes nothing that the final fsync does not check.
+            _SYNC_FILE_RANGE(
+                self.fileno(),
+                self._handed_over,
+                self._written - self._handed_over,
+                _SYNC_FILE_RANGE_WRITE,
+            )
+            self._handed_over = self._written
+        return count
 
 
 # --- Google Cloud Storage ------------------------------------------------------------------
@@ -472,7 +533,7 @@ class GcsStorage(Storage):
         )
 
     @contextlib.contextmanager
-    def open_create(self, name: str) -> Iterator[IO[bytes]]:
+    def open_create(self, name: str, *, durable: bool = True) -> Iterator[IO[bytes]]:
         from google.api_core import exceptions as gexc
 
         blob = self.bucket.blob(self._key(name))

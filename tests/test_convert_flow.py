@@ -306,7 +306,7 @@ class CutShortSource(Storage):
     def stat(self, name: str) -> Any:
         return self.inner.stat(name)
 
-    def open_create(self, name: str) -> Any:
+    def open_create(self, name: str, *, durable: bool = True) -> Any:
         raise AssertionError("sources are never written")
 
     def replace_bytes(self, name: str, data: bytes) -> None:
