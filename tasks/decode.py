@@ -59,26 +59,21 @@ _GEOMETRY_UNCHECKED = frozenset(
 )
 
 
-def _has_unknown_fields(message: Any) -> bool:
-    """True if `message` or any message below it keeps fields protobuf did not recognise.
-
-    Decided in protobuf's C code: dropping unknown fields shrinks the serialized size. Most
-    files have none, and then the field-by-field walk below (most of the decode time when it
-    ran on every file) is skipped.
-    """
-    stripped = type(message)()
-    stripped.CopyFrom(message)
-    stripped.DiscardUnknownFields()
-    return bool(stripped.ByteSize() != message.ByteSize())
-
-
 def _wire_type_problem(
-    message: Any, path: str, unchecked: frozenset[str] = frozenset()
+    message: Any, data: bytes, path: str, unchecked: frozenset[str] = frozenset()
 ) -> str | None:
-    """Describe the first known field with a wrong wire type in `message` or below, or None."""
-    if not _has_unknown_fields(message):
+    """Describe the first known field with a wrong wire type in `message` (parsed from `data`)
+    or below, or None. Drops `message`'s unknown fields (the decoders read known fields only).
+
+    Decided in protobuf's C code where it can be: without its unknown fields, a message
+    re-encodes to exactly its input's size unless the input held unknown fields (or was
+    encoded unusually). Files straight from Objectron's writers have none, and then the
+    field-by-field walk below (most of the decode time when it ran on every file) is skipped.
+    """
+    message.DiscardUnknownFields()
+    if message.ByteSize() == len(data):
         return None
-    return _walk_wire_types(message, path, unchecked)
+    return _walk_wire_types(_parse(type(message), data, path), path, unchecked)
 
 
 def _walk_wire_types(message: Any, path: str, unchecked: frozenset[str]) -> str | None:
@@ -128,36 +123,57 @@ def _parse(message_class: Any, data: bytes, what: str) -> Any:
     return message
 
 
-def _floats(values: Any) -> list[float]:
-    # protobuf already returns each float32 as the equal Python float; list() only turns the
-    # repeated container into plain values.
-    return list(values)
+# Repeated floats: protobuf already returns each float32 as the equal Python float; `list()`
+# only turns the repeated container into plain values. The loops below run per frame and per
+# keypoint (tens of thousands of values per sample), so they are written flat: each
+# sub-message fetched once, enum names from plain dicts.
 
 
-def _enum_name(enum_type: Any, number: int) -> str | int:
-    value = enum_type.values_by_number.get(number)
-    return value.name if value is not None else number
+def _enum_names(message_class: Any, enum: str) -> dict[int, str]:
+    return {
+        value.number: value.name
+        for value in message_class.DESCRIPTOR.enum_types_by_name[enum].values
+    }
+
+
+_TRACKING_STATES = _enum_names(pb.ARCamera, "TrackingState")
+_OBJECT_TYPES = _enum_names(pb.Object, "Type")
+_OBJECT_METHODS = _enum_names(pb.Object, "Method")
 
 
 def _tracking_state(camera: Any) -> str | int | None:
     if not camera.HasField("tracking_state"):
         return None
-    return _enum_name(camera.DESCRIPTOR.enum_types_by_name["TrackingState"], camera.tracking_state)
+    number = camera.tracking_state
+    return _TRACKING_STATES.get(number, number)
 
 
 def _camera(camera: Any) -> dict[str, Any]:
+    has = camera.HasField
     return {
-        "intrinsics": _floats(camera.intrinsics),
-        "transform": _floats(camera.transform),
-        "projection_matrix": _floats(camera.projection_matrix),
-        "view_matrix": _floats(camera.view_matrix),
-        "image_width": (
-            camera.image_resolution_width if camera.HasField("image_resolution_width") else None
-        ),
-        "image_height": (
-            camera.image_resolution_height if camera.HasField("image_resolution_height") else None
-        ),
+        "intrinsics": list(camera.intrinsics),
+        "transform": list(camera.transform),
+        "projection_matrix": list(camera.projection_matrix),
+        "view_matrix": list(camera.view_matrix),
+        "image_width": camera.image_resolution_width if has("image_resolution_width") else None,
+        "image_height": camera.image_resolution_height if has("image_resolution_height") else None,
         "tracking_state": _tracking_state(camera),
+    }
+
+
+def _object_annotation(annotation: Any) -> dict[str, Any]:
+    keypoints_2d = []
+    keypoints_3d = []
+    for keypoint in annotation.keypoints:
+        point = keypoint.point_2d
+        keypoints_2d.append([point.x, point.y, point.depth])
+        point = keypoint.point_3d
+        keypoints_3d.append([point.x, point.y, point.z])
+    return {
+        "object_id": annotation.object_id,
+        "visibility": float(annotation.visibility),
+        "keypoints_2d": keypoints_2d,
+        "keypoints_3d": keypoints_3d,
     }
 
 
@@ -196,22 +212,20 @@ def decode_annotation(data: bytes) -> dict[str, Any]:
         )
     if not sequence.objects and not sequence.frame_annotations:
         raise DecodeError(f"annotation: {len(data)} bytes decode to a Sequence with no content")
-    problem = _wire_type_problem(sequence, "Sequence")
+    problem = _wire_type_problem(sequence, data, "Sequence")
     if problem:
         raise DecodeError(f"annotation: corrupt field: {problem}")
 
-    type_enum = pb.Object.DESCRIPTOR.enum_types_by_name["Type"]
-    method_enum = pb.Object.DESCRIPTOR.enum_types_by_name["Method"]
     objects = [
         {
             "id": obj.id,
             "category": obj.category,
-            "type": _enum_name(type_enum, obj.type),
-            "rotation": _floats(obj.rotation),
-            "translation": _floats(obj.translation),
-            "scale": _floats(obj.scale),
+            "type": _OBJECT_TYPES.get(obj.type, obj.type),
+            "rotation": list(obj.rotation),
+            "translation": list(obj.translation),
+            "scale": list(obj.scale),
             "keypoints": [[k.x, k.y, k.z] for k in obj.keypoints],
-            "method": _enum_name(method_enum, obj.method),
+            "method": _OBJECT_METHODS.get(obj.method, obj.method),
         }
         for obj in sequence.objects
     ]
@@ -219,25 +233,26 @@ def decode_annotation(data: bytes) -> dict[str, Any]:
         {
             "frame_id": frame.frame_id,
             "timestamp": float(frame.timestamp),
-            "objects": [
-                {
-                    "object_id": annotation.object_id,
-                    "visibility": float(annotation.visibility),
-                    # Each sub-message fetched once: an access builds a wrapper object.
-                    "keypoints_2d": [
-                        [p.x, p.y, p.depth] for p in (k.point_2d for k in annotation.keypoints)
-                    ],
-                    "keypoints_3d": [
-                        [p.x, p.y, p.z] for p in (k.point_3d for k in annotation.keypoints)
-                    ],
-                }
-                for annotation in frame.annotations
-            ],
+            "objects": [_object_annotation(annotation) for annotation in frame.annotations],
             "camera": _camera(frame.camera) if frame.HasField("camera") else None,
         }
         for frame in sequence.frame_annotations
     ]
     return {"objects": objects, "frames": frames}
+
+
+# A geometry frame without a camera: every camera value is None (keys in the output's order).
+_NO_CAMERA: dict[str, Any] = dict.fromkeys(
+    (
+        "tracking_state",
+        "camera_transform",
+        "intrinsics",
+        "projection_matrix",
+        "view_matrix",
+        "image_width",
+        "image_height",
+    )
+)
 
 
 def decode_geometry(data: bytes) -> dict[str, Any]:
@@ -272,21 +287,30 @@ def decode_geometry(data: bytes) -> dict[str, Any]:
     for index, record in enumerate(records):
         where = f"geometry record {index} (byte offset {offset})"
         frame = _parse(pb.ARFrame, record, where)
-        problem = _wire_type_problem(frame, "ARFrame", _GEOMETRY_UNCHECKED)
+        problem = _wire_type_problem(frame, record, "ARFrame", _GEOMETRY_UNCHECKED)
         if problem:
             raise DecodeError(f"{where}: corrupt field: {problem}")
-        camera = frame.camera if frame.HasField("camera") else None
-        values = _camera(camera) if camera is not None else None
+        timestamp = float(frame.timestamp) if frame.HasField("timestamp") else None
+        if not frame.HasField("camera"):
+            frames.append({"timestamp": timestamp, **_NO_CAMERA})
+            offset += pb.RECORD_HEADER.size + len(record)
+            continue
+        camera = frame.camera
+        has = camera.HasField
         frames.append(
             {
-                "timestamp": float(frame.timestamp) if frame.HasField("timestamp") else None,
-                "tracking_state": values["tracking_state"] if values else None,
-                "camera_transform": values["transform"] if values else None,
-                "intrinsics": values["intrinsics"] if values else None,
-                "projection_matrix": values["projection_matrix"] if values else None,
-                "view_matrix": values["view_matrix"] if values else None,
-                "image_width": values["image_width"] if values else None,
-                "image_height": values["image_height"] if values else None,
+                "timestamp": timestamp,
+                "tracking_state": _tracking_state(camera),
+                "camera_transform": list(camera.transform),
+                "intrinsics": list(camera.intrinsics),
+                "projection_matrix": list(camera.projection_matrix),
+                "view_matrix": list(camera.view_matrix),
+                "image_width": (
+                    camera.image_resolution_width if has("image_resolution_width") else None
+                ),
+                "image_height": (
+                    camera.image_resolution_height if has("image_resolution_height") else None
+                ),
             }
         )
         offset += pb.RECORD_HEADER.size + len(record)
