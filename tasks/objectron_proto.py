@@ -28,11 +28,17 @@ handle that framing.
 
 from __future__ import annotations
 
+import importlib.resources
 import struct
+import sys
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor, descriptor_pool, message_factory
+
+if TYPE_CHECKING:
+    from google.protobuf import descriptor_pb2
 
 __all__ = [
     "ARCamera",
@@ -65,7 +71,11 @@ ARCAPTURE_PACKAGE = "research.compvideo.arcapture"
 # Size of the little-endian unsigned length prefix of each geometry.pbdata record.
 RECORD_HEADER = struct.Struct("<I")
 
-_FD = descriptor_pb2.FieldDescriptorProto
+# FieldDescriptor has FieldDescriptorProto's type and label numbers: using it here keeps
+# protobuf's descriptor_pb2 (~10 MiB of memory) out of processes that only parse files, such as
+# the decode workers. The schema is built from the definitions below only to write
+# `objectron_schema.binpb`; at import it is loaded from that file.
+_FD = descriptor.FieldDescriptor
 _DOUBLE = _FD.TYPE_DOUBLE
 _FLOAT = _FD.TYPE_FLOAT
 _INT32 = _FD.TYPE_INT32
@@ -85,6 +95,8 @@ def _message(
 
     Each entry of `fields` is the positional arguments of `_field` after the message.
     """
+    from google.protobuf import descriptor_pb2
+
     if isinstance(container, descriptor_pb2.FileDescriptorProto):
         message = container.message_type.add(name=name)
     else:
@@ -126,6 +138,8 @@ def _enum(message: descriptor_pb2.DescriptorProto, name: str, values: list[str])
 
 def _arcapture_file() -> descriptor_pb2.FileDescriptorProto:
     """`a_r_capture_metadata.proto`: proto2, the AR session data of geometry.pbdata."""
+    from google.protobuf import descriptor_pb2
+
     pkg = f".{ARCAPTURE_PACKAGE}"
     f = descriptor_pb2.FileDescriptorProto(
         name="a_r_capture_metadata.proto", package=ARCAPTURE_PACKAGE, syntax="proto2"
@@ -221,6 +235,8 @@ def _arcapture_file() -> descriptor_pb2.FileDescriptorProto:
 
 def _object_file() -> descriptor_pb2.FileDescriptorProto:
     """`object.proto`: proto3, the annotated 3D objects (`Object`, `KeyPoint`)."""
+    from google.protobuf import descriptor_pb2
+
     pkg = f".{ANNOTATION_PACKAGE}"
     f = descriptor_pb2.FileDescriptorProto(
         name="object.proto", package=ANNOTATION_PACKAGE, syntax="proto3"
@@ -254,6 +270,8 @@ def _object_file() -> descriptor_pb2.FileDescriptorProto:
 
 def _annotation_file() -> descriptor_pb2.FileDescriptorProto:
     """`annotation_data.proto`: proto3, the per-video `Sequence` of annotations/*.pbdata."""
+    from google.protobuf import descriptor_pb2
+
     pkg = f".{ANNOTATION_PACKAGE}"
     f = descriptor_pb2.FileDescriptorProto(
         name="annotation_data.proto",
@@ -302,45 +320,6 @@ def _annotation_file() -> descriptor_pb2.FileDescriptorProto:
         ],
     )
     return f
-
-
-# A private pool: the default pool may already hold these names (Objectron's generated modules
-# register them), and adding a second, different definition there would fail.
-_POOL = descriptor_pool.DescriptorPool()
-for _file in (_arcapture_file(), _object_file(), _annotation_file()):
-    _POOL.Add(_file)
-
-
-def _class(full_name: str) -> Any:
-    """The message class for a fully qualified message name in the private pool."""
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(full_name))
-
-
-# The classes are created at run time, so static checkers cannot know their fields; they are
-# typed Any rather than `type[Message]` so that field access type-checks in callers.
-_A = ANNOTATION_PACKAGE
-_R = ARCAPTURE_PACKAGE
-Sequence: Any = _class(f"{_A}.Sequence")
-Object: Any = _class(f"{_A}.Object")
-KeyPoint: Any = _class(f"{_A}.KeyPoint")
-FrameAnnotation: Any = _class(f"{_A}.FrameAnnotation")
-ObjectAnnotation: Any = _class(f"{_A}.ObjectAnnotation")
-AnnotatedKeyPoint: Any = _class(f"{_A}.AnnotatedKeyPoint")
-Point3D: Any = _class(f"{_A}.Point3D")
-NormalizedPoint2D: Any = _class(f"{_A}.NormalizedPoint2D")
-
-ARFrame: Any = _class(f"{_R}.ARFrame")
-ARCamera: Any = _class(f"{_R}.ARCamera")
-EulerAngles: Any = _class(f"{_R}.ARCamera.EulerAngles")
-ARPlaneAnchor: Any = _class(f"{_R}.ARPlaneAnchor")
-PlaneVector: Any = _class(f"{_R}.ARPlaneAnchor.PlaneVector")
-ARPlaneGeometry: Any = _class(f"{_R}.ARPlaneGeometry")
-ARPointCloud: Any = _class(f"{_R}.ARPointCloud")
-Point: Any = _class(f"{_R}.ARPointCloud.Point")
-ARLightEstimate: Any = _class(f"{_R}.ARLightEstimate")
-AVDepthData: Any = _class(f"{_R}.AVDepthData")
-ARFaceAnchor: Any = _class(f"{_R}.ARFaceAnchor")
-CMMotionManagerSnapshot: Any = _class(f"{_R}.CMMotionManagerSnapshot")
 
 
 def split_geometry_records(data: bytes) -> list[bytes]:
@@ -402,3 +381,68 @@ def join_geometry_records(records: Iterable[bytes]) -> bytes:
         parts.append(RECORD_HEADER.pack(len(record)))
         parts.append(bytes(record))
     return b"".join(parts)
+
+
+SCHEMA_FILE = "objectron_schema.binpb"
+
+
+def serialized_schema() -> bytes:
+    """The three schema files, built from the definitions above: each a serialized
+    FileDescriptorProto, framed like geometry records (4-byte little-endian length)."""
+    files = (_arcapture_file(), _object_file(), _annotation_file())
+    return join_geometry_records(f.SerializeToString(deterministic=True) for f in files)
+
+
+def _stored_schema() -> bytes:
+    """`serialized_schema()` as stored beside this module (tests/test_objectron_proto.py checks
+    that it is current); built afresh if the file is missing."""
+    try:
+        return (importlib.resources.files("tasks") / SCHEMA_FILE).read_bytes()
+    except FileNotFoundError:
+        return serialized_schema()
+
+
+# A private pool: the default pool may already hold these names (Objectron's generated modules
+# register them), and adding a second, different definition there would fail.
+_POOL = descriptor_pool.DescriptorPool()
+for _file in split_geometry_records(_stored_schema()):
+    _POOL.AddSerializedFile(_file)
+
+
+def _class(full_name: str) -> Any:
+    """The message class for a fully qualified message name in the private pool."""
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(full_name))
+
+
+# The classes are created at run time, so static checkers cannot know their fields; they are
+# typed Any rather than `type[Message]` so that field access type-checks in callers.
+_A = ANNOTATION_PACKAGE
+_R = ARCAPTURE_PACKAGE
+Sequence: Any = _class(f"{_A}.Sequence")
+Object: Any = _class(f"{_A}.Object")
+KeyPoint: Any = _class(f"{_A}.KeyPoint")
+FrameAnnotation: Any = _class(f"{_A}.FrameAnnotation")
+ObjectAnnotation: Any = _class(f"{_A}.ObjectAnnotation")
+AnnotatedKeyPoint: Any = _class(f"{_A}.AnnotatedKeyPoint")
+Point3D: Any = _class(f"{_A}.Point3D")
+NormalizedPoint2D: Any = _class(f"{_A}.NormalizedPoint2D")
+
+ARFrame: Any = _class(f"{_R}.ARFrame")
+ARCamera: Any = _class(f"{_R}.ARCamera")
+EulerAngles: Any = _class(f"{_R}.ARCamera.EulerAngles")
+ARPlaneAnchor: Any = _class(f"{_R}.ARPlaneAnchor")
+PlaneVector: Any = _class(f"{_R}.ARPlaneAnchor.PlaneVector")
+ARPlaneGeometry: Any = _class(f"{_R}.ARPlaneGeometry")
+ARPointCloud: Any = _class(f"{_R}.ARPointCloud")
+Point: Any = _class(f"{_R}.ARPointCloud.Point")
+ARLightEstimate: Any = _class(f"{_R}.ARLightEstimate")
+AVDepthData: Any = _class(f"{_R}.AVDepthData")
+ARFaceAnchor: Any = _class(f"{_R}.ARFaceAnchor")
+CMMotionManagerSnapshot: Any = _class(f"{_R}.CMMotionManagerSnapshot")
+
+
+if __name__ == "__main__":
+    # `python -m tasks.objectron_proto PATH`: write the schema built from the definitions.
+    Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name(SCHEMA_FILE)).write_bytes(
+        serialized_schema()
+    )

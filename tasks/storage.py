@@ -522,15 +522,24 @@ class GcsStorage(Storage):
             )
         return cast(
             IO[bytes],
-            blob.open(
-                "rb",
-                chunk_size=self.chunk_size,
-                retry=self._retry,
-                timeout=REQUEST_TIMEOUT,
+            _StreamingReader(
+                blob,
+                self.client,
                 # Real GCS then refuses a newer version mid-read (the emulator ignores it).
                 if_generation_match=int(generation) if generation else None,
+                retry=self._retry,
+                url=self.url_for(name),
             ),
         )
+
+    def read_head(self, name: str, length: int) -> bytes:
+        blob = self.bucket.blob(self._key(name))
+        return bytes(
+            blob.download_as_bytes(
+                start=0, end=length - 1, raw_download=True, retry=self._retry,
+                timeout=REQUEST_TIMEOUT, checksum=None,
+            )
+        )  # fmt: skip
 
     @contextlib.contextmanager
     def open_create(self, name: str, *, durable: bool = True) -> Iterator[IO[bytes]]:
@@ -572,6 +581,102 @@ class GcsStorage(Storage):
 
         with contextlib.suppress(gexc.NotFound):
             self.bucket.blob(self._key(name)).delete(retry=self._retry, timeout=REQUEST_TIMEOUT)
+
+
+class _StreamingReader(io.RawIOBase):
+    """An object's bytes from one streaming GET, read in the caller's pieces.
+
+    The library's `blob.open("rb")` fetches a whole chunk per request and holds it (plus copies)
+    in memory; this holds only the piece asked for, whatever the chunk size or the object's
+    size, and asks once per object. A transient error mid-body (reset, stall, 5xx) is retried
+    with the storage retry policy, resuming with a Range request where the body broke off; the
+    bytes are the object's as stored (no transcoding), so sizes and CRC32C match the listing.
+    """
+
+    def __init__(
+        self, blob: Any, client: Any, *, if_generation_match: int | None, retry: Any, url: str
+    ) -> None:
+        super().__init__()
+        self._transport = blob._get_transport(client)
+        self._media_url = blob._get_download_url(client, if_generation_match=if_generation_match)
+        self._size = int(blob.size or 0)
+        self._url = url
+        self._retry = retry
+        self._offset = 0
+        self._response: Any = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self._size - self._offset
+        wanted = remaining if size is None or size < 0 else min(size, remaining)
+        if wanted <= 0:
+            return b""
+        return cast(bytes, self._retry(self._read_once)(wanted))
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def _read_once(self, size: int) -> bytes:
+        if self._response is None:
+            self._response = self._open()
+        pieces: list[bytes] = []
+        got = 0
+        try:
+            while got < size:
+                piece = self._response.raw.read1(size - got, decode_content=False)
+                if not piece:
+                    break
+                pieces.append(piece)
+                got += len(piece)
+        except Exception as exc:
+            self._drop()
+            if not got or not is_transient(exc):
+                raise
+            # Keep what arrived before the break (a short read); the next read resumes after it.
+        if not got:
+            self._drop()
+            raise TransientStorageError(
+                f"{self._url}: the download ended after {self._offset} of {self._size} bytes"
+            )
+        self._offset += got
+        if self._offset == self._size:
+            self._drop()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _open(self) -> Any:
+        from google.api_core import exceptions as gexc
+
+        headers = {"Range": f"bytes={self._offset}-"} if self._offset else {}
+        response = self._transport.request(
+            "GET", self._media_url, headers=headers, stream=True, timeout=REQUEST_TIMEOUT
+        )
+        if response.status_code == (206 if self._offset else 200):
+            return response
+        status, text = response.status_code, redact(response.text[:300])
+        response.close()
+        if status in (200, 206):
+            raise TransientStorageError(f"{self._url}: the range request was not honoured")
+        raise gexc.from_http_status(status, f"GET {self._url}: {text}")
+
+    def _drop(self) -> None:
+        response, self._response = self._response, None
+        if response is None:
+            return
+        if getattr(response.raw, "length_remaining", None) == 0:
+            response.raw.release_conn()  # read to its end: the connection can be reused
+        else:
+            response.close()
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
 
 
 class _CreateOnlyWriter:

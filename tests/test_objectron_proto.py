@@ -7,6 +7,9 @@ descriptors, so a wrong field number, type or packing option changes them and fa
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pool
@@ -249,3 +252,22 @@ def test_messages_are_not_in_the_default_pool() -> None:
         descriptor_pool.Default().FindMessageTypeByName("xeno.pursuit.proto.Sequence")
     assert pb.Sequence.DESCRIPTOR.full_name == "xeno.pursuit.proto.Sequence"
     assert pb.ARFrame.DESCRIPTOR.full_name == "research.compvideo.arcapture.ARFrame"
+
+
+# --- the stored schema -----------------------------------------------------------------------
+
+
+def test_stored_schema_is_the_one_the_definitions_build() -> None:
+    """tasks/objectron_schema.binpb is what the classes are loaded from; after a change to the
+    definitions, write it again with `python -m tasks.objectron_proto`."""
+    stored = (Path(pb.__file__).parent / pb.SCHEMA_FILE).read_bytes()
+    assert stored == pb.serialized_schema(), "run: .venv/bin/python -m tasks.objectron_proto"
+
+
+def test_decoding_needs_no_descriptor_pb2() -> None:
+    """The decode workers import only the decoder; protobuf's descriptor_pb2 would add ~10 MiB
+    to each of them."""
+    check = (
+        "import sys, tasks.decode_worker; sys.exit('google.protobuf.descriptor_pb2' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0
