@@ -91,16 +91,17 @@ def objectron_to_wds(
             all runs and workers (created by `objectron-wds setup`); build task runs carry
             the tag and each holds a slot from before it starts running until it ends.
             Empty = none; a tag with no limit behind it is ignored with a warning.
-        chunk_size_mib: Upload and download chunk size in MiB; memory per build is about
-            five chunks (measured: 187 MiB for a process building one shard at 16 MiB,
-            whatever the size of members and shards, plus the decode workers;
-            benchmarks/RESULTS.md).
+        chunk_size_mib: Upload chunk size in MiB (GCS resumable uploads; reads stream in
+            1 MiB pieces whatever this is; local folders hand this much written data to the
+            disk at a time). Memory per build is about three chunks plus the client: measured
+            167 MiB for a process building one shard at 16 MiB, whatever the size of members
+            and shards, plus the decode workers (benchmarks/RESULTS.md).
         overwrite: Replace shards and specs at the destination that came from a different
             plan. Off by default: such a run is refused before writing anything.
         decode: Also store each geometry and annotation decoded to JSON (KEY.geometry.json,
             KEY.anno.json), so training code needs no protobuf schema. The raw .pbdata stay.
             A file that does not decode is kept raw and its error recorded in KEY.json.
-            Decoding runs in worker processes, one per CPU (about 30 MiB each);
+            Decoding runs in worker processes, one per CPU (about 25 MiB each);
             OBJECTRON_WDS_DECODE_PROCESSES=N sets how many, 0 decodes in the build threads.
     """
     logger = get_run_logger()
