@@ -536,12 +536,11 @@ class GcsStorage(Storage):
 
     def read_head(self, name: str, length: int) -> bytes:
         blob = self.bucket.blob(self._key(name))
-        return bytes(
-            blob.download_as_bytes(
-                start=0, end=length - 1, raw_download=True, retry=self._retry,
-                timeout=REQUEST_TIMEOUT, checksum=None,
-            )
+        head: bytes = blob.download_as_bytes(
+            start=0, end=length - 1, raw_download=True, retry=self._retry,
+            timeout=REQUEST_TIMEOUT, checksum=None,
         )  # fmt: skip
+        return head
 
     @contextlib.contextmanager
     def open_create(self, name: str, *, durable: bool = True) -> Iterator[IO[bytes]]:
@@ -611,37 +610,40 @@ class _StreamingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        """Fill `buffer` (fewer bytes after a broken connection: the next read resumes); 0 only
+        at the end. Each arriving piece is copied once, straight into `buffer`: this is the
+        build's per-byte path (io.BufferedReader hands its 1 MiB reads here)."""
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._offset)
+        if wanted <= 0:
+            return 0
+        return cast(int, self._retry(self._readinto_once)(view[:wanted]))
 
     def read(self, size: int | None = -1) -> bytes:
-        """Up to `size` bytes (fewer after a broken connection: the next read resumes); b""
-        only at the end. Without a size, everything up to the end."""
+        """Up to `size` bytes, as `readinto`; without a size, everything up to the end."""
         if size is None or size < 0:
             return self.readall()
-        wanted = min(size, self._size - self._offset)
-        if wanted <= 0:
-            return b""
-        return cast(bytes, self._retry(self._read_once)(wanted))
+        buffer = bytearray(min(size, max(self._size - self._offset, 0)))
+        return bytes(buffer[: self.readinto(buffer)])
 
     def readall(self) -> bytes:
-        pieces = []
-        while piece := self.read(self._size - self._offset):
-            pieces.append(piece)
-        return b"".join(pieces)
+        buffer = bytearray(max(self._size - self._offset, 0))
+        view = memoryview(buffer)
+        filled = 0
+        while filled < len(buffer) and (count := self.readinto(view[filled:])):
+            filled += count
+        return bytes(buffer[:filled])
 
-    def _read_once(self, size: int) -> bytes:
+    def _readinto_once(self, view: memoryview) -> int:
         if self._response is None:
             self._response = self._open()
-        pieces: list[bytes] = []
         got = 0
         try:
-            while got < size:
-                piece = self._response.raw.read1(size - got, decode_content=False)
+            while got < len(view):
+                piece = self._response.raw.read1(len(view) - got, decode_content=False)
                 if not piece:
                     break
-                pieces.append(piece)
+                view[got : got + len(piece)] = piece
                 got += len(piece)
         except Exception as exc:
             self._drop()
@@ -656,7 +658,7 @@ class _StreamingReader(io.RawIOBase):
         self._offset += got
         if self._offset == self._size:
             self._drop()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return got
 
     def _open(self) -> Any:
         from google.api_core import exceptions as gexc
