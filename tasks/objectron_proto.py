@@ -395,11 +395,19 @@ def serialized_schema() -> bytes:
 
 def _stored_schema() -> bytes:
     """`serialized_schema()` as stored beside this module (tests/test_objectron_proto.py checks
-    that it is current); built afresh if the file is missing."""
+    that it is current). A missing file is an install without the package data: say so, rather
+    than quietly build the schema here (that imports descriptor_pb2 into every decode worker,
+    the memory the file exists to save)."""
+    if __name__ == "__main__":
+        return serialized_schema()  # regenerating the file: it may be missing or stale
     try:
         return (importlib.resources.files("tasks") / SCHEMA_FILE).read_bytes()
-    except FileNotFoundError:
-        return serialized_schema()
+    except FileNotFoundError as exc:
+        raise RuntimeError(
+            f"tasks/{SCHEMA_FILE} is missing from this install of objectron-wds; reinstall the "
+            "package (it is package data in pyproject.toml), or regenerate the file with "
+            "`python -m tasks.objectron_proto`"
+        ) from exc
 
 
 # A private pool: the default pool may already hold these names (Objectron's generated modules

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tasks.claims import Claim, claim_name, hold_claim, is_live
+from tasks.claims import Claim, _Renewer, claim_name, hold_claim, is_live, new_claim
 from tasks.storage import LocalStorage
 
 LEASE = 0.9  # renewed every 0.3 s
@@ -34,4 +34,23 @@ def test_held_claims_are_renewed_and_released_claims_stay_released(tmp_path: Pat
             assert is_live(now), f"{name}: the claim expired while held"
     assert _claim(dest, "a.tar") is None and _claim(dest, "b.tar") is None
     time.sleep(LEASE)  # past the next renewal of the released claims
+    assert not list(tmp_path.iterdir()), "a released claim was written again"
+
+
+def test_a_renewal_that_races_the_release_writes_nothing(tmp_path: Path) -> None:
+    """The renewal thread picks the due claims, then renews them one by one; a claim released
+    (and deleted) in between must not be written back. That window is too short to hit by
+    timing, so play its second half directly: the late renewal of a removed claim."""
+    dest = LocalStorage(tmp_path)
+    name = claim_name("a.tar")
+    claim = new_claim("test", 60.0)
+    dest.create_bytes(name, claim.to_json(), durable=False)
+    renewer = _Renewer()
+    held = renewer.add(dest, name, claim, 60.0)
+    _Renewer._renew(held)  # held: renewed
+    renewed = _claim(dest, "a.tar")
+    assert renewed is not None and renewed.expires > claim.expires
+    renewer.remove(held)
+    dest.delete(name)
+    _Renewer._renew(held)  # the renewal that had picked it before the release
     assert not list(tmp_path.iterdir()), "a released claim was written again"

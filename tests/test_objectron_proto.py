@@ -271,3 +271,24 @@ def test_decoding_needs_no_descriptor_pb2() -> None:
         "import sys, tasks.decode_worker; sys.exit('google.protobuf.descriptor_pb2' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0
+
+
+def test_the_schema_file_can_be_written_again_and_its_absence_is_named(tmp_path: Path) -> None:
+    """`python -m tasks.objectron_proto PATH` works without reading the file it writes; an
+    install without the file fails at import with a message that says how to mend it, instead
+    of building the schema in every decode worker."""
+    out = tmp_path / "schema.binpb"
+    subprocess.run([sys.executable, "-m", "tasks.objectron_proto", str(out)], check=True)
+    assert out.read_bytes() == pb.serialized_schema()
+
+    missing = (
+        "import importlib.resources, pathlib, sys\n"
+        f"importlib.resources.files = lambda package: pathlib.Path({str(tmp_path / 'empty')!r})\n"
+        "import tasks.objectron_proto\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", missing], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "objectron_schema.binpb is missing" in result.stderr
+    assert "python -m tasks.objectron_proto" in result.stderr
