@@ -18,15 +18,19 @@ import contextlib
 import ctypes
 import functools
 import io
+import json
 import logging
 import os
 import re
+import urllib.parse
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
+
+import google_crc32c
 
 # An OAuth access token to use as is (e.g. from `gcloud auth print-access-token`), before
 # application default credentials.
@@ -549,24 +553,29 @@ class GcsStorage(Storage):
         blob = self.bucket.blob(self._key(name))
         # Small objects go through one multipart request (buffered here); large ones stream as
         # a resumable upload that GCS finalizes atomically when the writer is closed.
-        # if_generation_match=0 makes both create-only. BlobWriter cancels the upload when the
+        # if_generation_match=0 makes both create-only. The writer cancels the upload when the
         # block raises, so an interrupted shard leaves nothing at its final name.
-        writer = _CreateOnlyWriter(blob, self.chunk_size, self._retry, self.url_for(name))
+        writer = _CreateOnlyWriter(
+            blob, self.client, self.chunk_size, self._retry, self.url_for(name)
+        )
         try:
-            yield cast(IO[bytes], writer)
-        except BaseException:
-            writer.abort()
-            raise
-        try:
-            writer.commit()
-        except gexc.PreconditionFailed as exc:
-            raise AlreadyExists(
-                f"{self.url_for(name)} was created by someone else meanwhile"
-            ) from exc
-        except gexc.NotFound as exc:
-            raise ObjectNotFound(f"bucket gs://{self.bucket_name} does not exist") from exc
-        except gexc.Forbidden as exc:
-            raise PermissionDenied(f"no permission to write {self.url_for(name)}") from exc
+            try:
+                yield cast(IO[bytes], writer)
+                writer.commit()
+            except BaseException:
+                writer.abort()  # a session left unfinished is never visible at the name
+                raise
+        except _WriteFailed as failed:
+            exc = failed.__cause__
+            if isinstance(exc, gexc.PreconditionFailed):
+                raise AlreadyExists(
+                    f"{self.url_for(name)} was created by someone else meanwhile"
+                ) from exc
+            if isinstance(exc, gexc.NotFound):
+                raise ObjectNotFound(f"bucket gs://{self.bucket_name} does not exist") from exc
+            if isinstance(exc, gexc.Forbidden):
+                raise PermissionDenied(f"no permission to write {self.url_for(name)}") from exc
+            raise cast(BaseException, exc) from None
 
     def replace_bytes(self, name: str, data: bytes) -> None:
         # A single-request upload replaces the object atomically.
@@ -690,73 +699,192 @@ class _StreamingReader(io.RawIOBase):
 
 
 class _CreateOnlyWriter:
-    """Buffers the first chunk; objects that fit in it are uploaded in one multipart request
-    (the only create-only write fake-gcs-server enforces), larger ones switch to a resumable
-    upload streamed chunk by chunk. Memory stays at about one chunk either way."""
+    """Fills one chunk-sized buffer; an object that fits in it is uploaded in one multipart
+    request (the only create-only write fake-gcs-server enforces), a larger one as a resumable
+    upload, one chunk per request, the buffer reused for each.
 
-    def __init__(self, blob: Any, chunk_size: int, retry: Any, url: str) -> None:
+    Our own resumable upload rather than `blob.open("wb")`: that writer copies every chunk
+    into its buffer, out of it, and into the request (three chunks held at once: 48 MiB at the
+    default chunk; benchmarks/RESULTS.md, row 4); here the request body is the buffer itself.
+    The finished object's size and CRC32C, as the service reports them, are checked against
+    what was sent: a chunk stored twice (fake-gcs-server appends a resent chunk whose first
+    response was lost) or a corrupted body is an error, and the bad object is deleted."""
+
+    def __init__(self, blob: Any, client: Any, chunk_size: int, retry: Any, url: str) -> None:
         self.blob = blob
-        self.chunk_size = chunk_size
+        self.client = client
         self.retry = retry
         self.url = url
-        self.buffer = bytearray()
-        self.stream: Any = None
+        # bytearray(n) is calloc'd: a small object touches only the pages it fills.
+        self.buffer = bytearray(chunk_size)
+        self.filled = 0
+        self.sent = 0  # bytes of the object the service has acknowledged
+        self.session: str | None = None  # the resumable upload's URL, once started
+        # Of everything written (hardware CRC32C: ~1 ms per 16 MiB); the library takes only
+        # immutable bytes, which is what the build writes.
+        self.checksum = google_crc32c.Checksum()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self.stream is not None:
-            return int(self.stream.write(data))
-        self.buffer += data
-        if len(self.buffer) > self.chunk_size:
-            # fake-gcs-server ignores if_generation_match=0 on resumable uploads, and on GCS a
-            # conflict would only show at the end of a long upload: ask first, once, here
-            # (small objects need no extra request: their one request is create-only).
-            if self.blob.exists(retry=self.retry, timeout=REQUEST_TIMEOUT):
-                raise AlreadyExists(f"{self.url} exists already")
-            self.stream = self.blob.open(
-                "wb",
-                chunk_size=self.chunk_size,
-                if_generation_match=0,
-                ignore_flush=True,
-                content_type="application/octet-stream",
-                retry=self.retry,
-                timeout=REQUEST_TIMEOUT,
-            )
-            self.stream.write(self.buffer)  # copied by the writer: no second copy here
-            self.buffer = bytearray()
-        return len(data)
+        self.checksum.update(data if isinstance(data, bytes) else bytes(data))
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while view:
+            if self.filled == len(self.buffer):
+                # More is coming: this chunk is not the last one.
+                with _request_errors():
+                    self._send_chunk(final=False)
+            count = min(len(self.buffer) - self.filled, len(view))
+            self.buffer[self.filled : self.filled + count] = view[:count]
+            self.filled += count
+            view = view[count:]
+        return total
 
     def commit(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.close()
-            except Exception as exc:
-                raise _unwrap_upload_error(exc) from exc
-        else:
-            self.blob.upload_from_string(
-                bytes(self.buffer),
-                if_generation_match=0,
-                content_type="application/octet-stream",
+        with _request_errors():
+            if self.session is None:
+                self.blob.upload_from_string(
+                    bytes(memoryview(self.buffer)[: self.filled]),
+                    if_generation_match=0,
+                    content_type="application/octet-stream",
+                    retry=self.retry,
+                    timeout=REQUEST_TIMEOUT,
+                )
+            else:
+                self._send_chunk(final=True)
+        self.buffer = bytearray()
+
+    def abort(self) -> None:
+        # Real GCS cancels the session; fake-gcs-server ignores the DELETE, but an unfinished
+        # session is never visible at the object's name either way.
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                self.blob._get_transport(self.client).request(
+                    "DELETE", self.session, timeout=REQUEST_TIMEOUT
+                )
+        self.buffer = bytearray()
+
+    def _start_session(self) -> None:
+        # fake-gcs-server ignores ifGenerationMatch=0 on resumable uploads, and on GCS a
+        # conflict would only show at the end of a long upload: ask first, once, here
+        # (small objects need no extra request: their one request is create-only).
+        if self.blob.exists(retry=self.retry, timeout=REQUEST_TIMEOUT):
+            raise AlreadyExists(f"{self.url} exists already")
+        base = self.client._connection.API_BASE_URL
+        bucket = urllib.parse.quote(self.blob.bucket.name, safe="")
+        initiate = f"{base}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&ifGenerationMatch=0"
+        metadata = json.dumps({"name": self.blob.name, "contentType": "application/octet-stream"})
+
+        def attempt() -> str:
+            response = self.blob._get_transport(self.client).request(
+                "POST",
+                initiate,
+                data=metadata,
+                headers={"Content-Type": "application/json; charset=UTF-8"},
+                timeout=REQUEST_TIMEOUT,
+            )
+            _raise_for_status(response, f"starting the upload of {self.url}")
+            return str(response.headers["Location"])
+
+        self.session = cast(str, self.retry(attempt)())
+
+    def _send_chunk(self, *, final: bool) -> None:
+        """Send the buffer as the object's next bytes (the last ones if `final`), resending
+        whatever part the service says it did not keep; on return the buffer is free."""
+        if self.session is None:
+            self._start_session()
+        chunk = memoryview(self.buffer)[: self.filled]
+        start, end = self.sent, self.sent + self.filled
+        total = str(end) if final else "*"
+        session = cast(str, self.session)
+
+        def attempt() -> Any:
+            while True:
+                # From what the service holds: all of this chunk is new, unless a 308 said it
+                # kept only part of it.
+                body = chunk[self.sent - start :]
+                span = f"{self.sent}-{end - 1}" if len(body) else "*"
+                response = self.blob._get_transport(self.client).request(
+                    "PUT",
+                    session,
+                    data=body,
+                    headers={"Content-Range": f"bytes {span}/{total}"},
+                    timeout=REQUEST_TIMEOUT,
+                )
+                if response.status_code in (404, 410):
+                    response.close()
+                    raise StorageError(
+                        f"{self.url}: the upload session has expired; write the object again"
+                    )
+                if response.status_code != 308:
+                    _raise_for_status(response, f"uploading {self.url}")
+                    return response  # the last chunk: the object, as stored
+                held = _persisted_end(response)
+                response.close()
+                if held < start or held > end:
+                    raise StorageError(
+                        f"{self.url}: the upload session reports {held} bytes stored after "
+                        f"{end} were sent ({start} acknowledged before); write it again"
+                    )
+                if held == end and not final:
+                    return response
+                if held == self.sent and not len(body):
+                    raise TransientStorageError(f"{self.url}: the upload was not finished")
+                self.sent = held
+
+        response = self.retry(attempt)()
+        self.sent = end
+        self.filled = 0
+        if final:
+            self._check_stored(response.json(), end)
+
+    def _check_stored(self, stored: dict[str, Any], size: int) -> None:
+        crc32c = base64.b64encode(self.checksum.digest()).decode()
+        if int(stored.get("size", -1)) == size and stored.get("crc32c", crc32c) == crc32c:
+            return
+        generation = stored.get("generation")
+        with contextlib.suppress(Exception):
+            self.blob.bucket.blob(self.blob.name).delete(
+                if_generation_match=int(generation) if generation else None,
                 retry=self.retry,
                 timeout=REQUEST_TIMEOUT,
             )
+        raise TransientStorageError(
+            f"{self.url}: the service stored {stored.get('size')} bytes (CRC32C "
+            f"{stored.get('crc32c')}) of the {size} sent (CRC32C {crc32c}); the object was "
+            "deleted and must be written again"
+        )
 
-    def abort(self) -> None:
-        if self.stream is not None:
-            with contextlib.suppress(Exception):
-                self.stream.terminate()
-        self.buffer = bytearray()
+
+class _WriteFailed(Exception):
+    """Carries (as its cause) an HTTP error of the destination's own requests, so open_create
+    maps only those, never an error from the code writing into it (a source read)."""
 
 
-def _unwrap_upload_error(exc: Exception) -> Exception:
-    """Resumable uploads raise google.resumable_media's InvalidResponse; map the status code to
-    the api_core exception the rest of the code (and retry logic) understands."""
+@contextlib.contextmanager
+def _request_errors() -> Iterator[None]:
     from google.api_core import exceptions as gexc
 
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    if isinstance(status, int):
-        return gexc.from_http_status(status, str(exc))
-    return exc
+    try:
+        yield
+    except gexc.GoogleAPICallError as exc:
+        raise _WriteFailed() from exc
+
+
+def _persisted_end(response: Any) -> int:
+    """How many bytes a 308 says the service holds (`Range: bytes=0-N` -> N+1; none -> 0)."""
+    value = str(response.headers.get("Range") or "")
+    match = re.fullmatch(r"bytes=0-(\d+)", value.strip())
+    return int(match.group(1)) + 1 if match else 0
+
+
+def _raise_for_status(response: Any, doing: str) -> None:
+    from google.api_core import exceptions as gexc
+
+    if response.status_code < 300:
+        return
+    text = redact(response.text[:300])
+    response.close()
+    raise gexc.from_http_status(response.status_code, f"{doing}: {text}")
 
 
 def b64_to_hex(value: str | None) -> str | None:

@@ -5,6 +5,11 @@ It forwards every request to the emulator and, at a configurable rate (seeded), 
 - resets the connection in the middle of a download body (after forwarding);
 - resets the connection while an upload request's body is being received (not forwarded);
 - stalls the response for a while, then forwards.
+Two more kinds, not in the default mix, act on resumable upload chunks (PUTs to a session):
+- `partial_upload` forwards only the first part of a chunk, as a service that kept part of it
+  does, and returns the emulator's 308 (which says how much it holds);
+- `lost_upload_response` forwards the whole chunk, then resets instead of answering, so the
+  client cannot know the chunk arrived.
 Rules can also make requests whose path matches a pattern fail permanently (403, 404).
 
 URLs the emulator hands out (resumable upload sessions, media links) are rewritten to point at
@@ -27,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 FAULT_KINDS = ("503", "429", "reset_read", "reset_upload", "stall")
+UPLOAD_CHUNK_KINDS = ("partial_upload", "lost_upload_response")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
@@ -98,6 +105,10 @@ class FaultProxy:
                 for k in self.plan.kinds
                 if (k != "reset_upload" or has_body)
                 and (k != "reset_read" or (method == "GET" and "alt=media" in path))
+                and (
+                    k not in UPLOAD_CHUNK_KINDS
+                    or (method == "PUT" and "upload_id=" in path and has_body)
+                )
             ]
             not_yet = [k for k in possible if self.plan.each_kind_once and not self.injected[k]]
             if not_yet:
@@ -159,7 +170,12 @@ class FaultProxy:
                     return
                 if decision == "stall":
                     time.sleep(proxy.plan.stall_seconds)
+                if decision == "partial_upload":
+                    body = self._keep_first_part(body)
                 status, headers, data = self._forward(body)
+                if decision == "lost_upload_response":
+                    self._reset()
+                    return
                 self.send_response(status)
                 for name, value in headers:
                     self.send_header(name, value)
@@ -171,6 +187,20 @@ class FaultProxy:
                     self._reset()
                     return
                 self.wfile.write(data)
+
+            def _keep_first_part(self, body: bytes) -> bytes:
+                """The first half of the chunk (in 256 KiB units, as GCS keeps), sent on as a
+                chunk of an upload of unknown size, so the emulator answers 308."""
+                match = _CONTENT_RANGE.fullmatch(self.headers.get("Content-Range", ""))
+                keep = (len(body) // 2) // (256 * 1024) * (256 * 1024)
+                if match is None or keep == 0:
+                    return body
+                start = int(match.group(1))
+                del self.headers["Content-Range"]
+                self.headers["Content-Range"] = f"bytes {start}-{start + keep - 1}/*"
+                del self.headers["Content-Length"]
+                self.headers["Content-Length"] = str(keep)
+                return body[:keep]
 
             def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
                 upstream = http.client.HTTPConnection(
