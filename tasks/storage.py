@@ -507,10 +507,17 @@ class GcsStorage(Storage):
     def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
         from google.api_core import exceptions as gexc
 
-        key = self._key(name)
-        blob = self.bucket.blob(key, generation=int(generation) if generation else None)
+        blob = self.bucket.blob(self._key(name), generation=int(generation) if generation else None)
+        # One request per object: the media GET's headers carry the size and the generation,
+        # so no metadata request goes first (on GCS that is a round trip per member).
+        stream = _StreamingReader(
+            blob._get_transport(self.client),
+            blob._get_download_url(self.client),
+            retry=self._retry,
+            url=self.url_for(name),
+        )
         try:
-            blob.reload(retry=self._retry, timeout=REQUEST_TIMEOUT)
+            stream.start()
         except gexc.NotFound as exc:
             if generation is not None and self.stat(name) is not None:
                 raise SourceChanged(
@@ -520,20 +527,15 @@ class GcsStorage(Storage):
             raise ObjectNotFound(f"{self.url_for(name)} does not exist") from exc
         except gexc.Forbidden as exc:
             raise PermissionDenied(f"no permission to read {self.url_for(name)}") from exc
-        # The emulator ignores the generation in the request, so compare what came back too.
-        if generation is not None and str(blob.generation) != generation:
+        if stream.size is None:  # no stored length in the headers (a transcoded object)
+            blob.reload(retry=self._retry, timeout=REQUEST_TIMEOUT)
+            stream.size = int(blob.size or 0)
+        if generation is not None and stream.generation not in (None, generation):
+            stream.close()
             raise SourceChanged(
                 f"{self.url_for(name)} changed since it was planned "
-                f"(generation {generation}, now {blob.generation})"
+                f"(generation {generation}, now {stream.generation})"
             )
-        stream = _StreamingReader(
-            blob,
-            self.client,
-            # Real GCS then refuses a newer version mid-read (the emulator ignores it).
-            if_generation_match=int(generation) if generation else None,
-            retry=self._retry,
-            url=self.url_for(name),
-        )
         # Small reads (tarfile's 10 KiB records when verifying) come from the buffer; reads of
         # a buffer or more (the build's 1 MiB pieces) go straight to the stream.
         return cast(IO[bytes], io.BufferedReader(stream, buffer_size=STREAM_READ_BUFFER))
@@ -603,17 +605,31 @@ class _StreamingReader(io.RawIOBase):
     bytes are the object's as stored (no transcoding), so sizes and CRC32C match the listing.
     """
 
-    def __init__(
-        self, blob: Any, client: Any, *, if_generation_match: int | None, retry: Any, url: str
-    ) -> None:
+    def __init__(self, transport: Any, media_url: str, *, retry: Any, url: str) -> None:
         super().__init__()
-        self._transport = blob._get_transport(client)
-        self._media_url = blob._get_download_url(client, if_generation_match=if_generation_match)
-        self._size = int(blob.size or 0)
+        self._transport = transport
+        self._media_url = media_url
         self._url = url
         self._retry = retry
         self._offset = 0
         self._response: Any = None
+        self.size: int | None = None  # stored bytes, from the first response's headers
+        self.generation: str | None = None
+
+    def start(self) -> None:
+        """Send the GET (with retries) and read size and generation from its headers; resumed
+        requests then ask for that generation, so a read never mixes two versions."""
+        self._response = self._retry(self._open)()
+        headers = self._response.headers
+        self.generation = headers.get("x-goog-generation")
+        stored = headers.get("x-goog-stored-content-length")
+        if stored is None and not headers.get("content-encoding"):
+            stored = headers.get("content-length")
+        self.size = int(stored) if stored is not None else None
+        if self.generation and "generation=" not in self._media_url:
+            self._media_url += f"&generation={self.generation}"
+        if self.size == 0:
+            self._drop()
 
     def readable(self) -> bool:
         return True
@@ -623,7 +639,7 @@ class _StreamingReader(io.RawIOBase):
         at the end. Each arriving piece is copied once, straight into `buffer`: this is the
         build's per-byte path (io.BufferedReader hands its 1 MiB reads here)."""
         view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self._size - self._offset)
+        wanted = min(len(view), self._remaining())
         if wanted <= 0:
             return 0
         return cast(int, self._retry(self._readinto_once)(view[:wanted]))
@@ -632,16 +648,19 @@ class _StreamingReader(io.RawIOBase):
         """Up to `size` bytes, as `readinto`; without a size, everything up to the end."""
         if size is None or size < 0:
             return self.readall()
-        buffer = bytearray(min(size, max(self._size - self._offset, 0)))
+        buffer = bytearray(min(size, self._remaining()))
         return bytes(buffer[: self.readinto(buffer)])
 
     def readall(self) -> bytes:
-        buffer = bytearray(max(self._size - self._offset, 0))
+        buffer = bytearray(self._remaining())
         view = memoryview(buffer)
         filled = 0
         while filled < len(buffer) and (count := self.readinto(view[filled:])):
             filled += count
         return bytes(buffer[:filled])
+
+    def _remaining(self) -> int:
+        return max((self.size or 0) - self._offset, 0)
 
     def _readinto_once(self, view: memoryview) -> int:
         if self._response is None:
@@ -662,10 +681,10 @@ class _StreamingReader(io.RawIOBase):
         if not got:
             self._drop()
             raise TransientStorageError(
-                f"{self._url}: the download ended after {self._offset} of {self._size} bytes"
+                f"{self._url}: the download ended after {self._offset} of {self.size} bytes"
             )
         self._offset += got
-        if self._offset == self._size:
+        if self._offset == self.size:
             self._drop()
         return got
 

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.build import read_pieces
 from tasks.fake_gcs import FakeGcsServer
-from tasks.storage import MiB, open_storage
+from tasks.storage import MiB, ObjectNotFound, SourceChanged, open_storage
 from tests.fault_proxy import FaultPlan, FaultProxy
 
 
@@ -53,3 +53,37 @@ def test_memory_of_a_read_is_the_piece_not_the_chunk(new_bucket: str) -> None:
     assert total == size
     # 1 MiB pieces: a few of them at most, never a 16 MiB chunk.
     assert peak < 6 * MiB, f"peak {peak / MiB:.1f} MiB while reading 1 MiB pieces"
+
+
+def test_a_read_is_one_request_and_refuses_another_generation(
+    fake_gcs: FakeGcsServer, new_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Size and generation come from the media GET's headers: no metadata request first (on
+    GCS each request is a round trip per member). A pinned generation that was overwritten is
+    a changed source, not a missing one."""
+    data = os.urandom(2 * MiB + 7)
+    writer = open_storage(new_bucket)
+    writer.replace_bytes("video.MOV", data)
+    generation = writer.stat("video.MOV").generation  # type: ignore[union-attr]
+    proxy = FaultProxy(fake_gcs.url).start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        source = open_storage(new_bucket)
+        source.check_root()  # the client's first requests, if any, before counting
+        before = proxy.requests
+        with source.open_read("video.MOV", generation) as reader:
+            read = b"".join(read_pieces(reader, len(data), "video.MOV"))
+        assert read == data
+        assert proxy.requests - before == 1
+        with source.open_read("video.MOV") as reader:  # unpinned: the current version
+            assert reader.read() == data
+        writer.replace_bytes("video.MOV", b"new version")
+        with pytest.raises(SourceChanged, match="changed since it was planned"):
+            source.open_read("video.MOV", generation)
+        with pytest.raises(ObjectNotFound, match="does not exist"):
+            source.open_read("missing.MOV")
+        writer.replace_bytes("empty", b"")
+        with source.open_read("empty") as reader:
+            assert reader.read() == b""
+    finally:
+        proxy.stop()
