@@ -93,9 +93,9 @@ def objectron_to_wds(
             Empty = none; a tag with no limit behind it is ignored with a warning.
         chunk_size_mib: Upload chunk size in MiB (GCS resumable uploads; reads stream in
             1 MiB pieces whatever this is; local folders hand this much written data to the
-            disk at a time). Memory per build is about three chunks plus the client: measured
-            167 MiB for a process building one shard at 16 MiB, whatever the size of members
-            and shards, plus the decode workers (benchmarks/RESULTS.md).
+            disk at a time). Memory per build is about one chunk plus the client: measured
+            137-143 MiB for a process building one shard at 16 MiB, whatever the size of
+            members and shards, plus ~25 MiB per decode worker (benchmarks/RESULTS.md).
         overwrite: Replace shards and specs at the destination that came from a different
             plan. Off by default: such a run is refused before writing anything.
         decode: Also store each geometry and annotation decoded to JSON (KEY.geometry.json,
