@@ -27,6 +27,7 @@ import pytest  # noqa: E402
 from tasks.fake_gcs import FakeGcsServer  # noqa: E402
 from tasks.sample_data import SampleDataset, write_sample_dataset  # noqa: E402
 from tasks.storage import Storage, open_storage  # noqa: E402
+from tests.fault_proxy import FaultProxy  # noqa: E402
 
 _bucket_numbers = itertools.count()
 
@@ -51,6 +52,16 @@ def new_bucket(fake_gcs: FakeGcsServer) -> Iterator[str]:
     name = f"test-{os.getpid()}-{next(_bucket_numbers)}"
     fake_gcs.create_bucket(name)
     yield f"gs://{name}"
+
+
+@pytest.fixture
+def proxy(fake_gcs: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy (tests/fault_proxy.py) in front of the emulator; every storage
+    client created while the test runs goes through it."""
+    fault_proxy = FaultProxy(fake_gcs.url).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
+    yield fault_proxy
+    fault_proxy.stop()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,15 +32,6 @@ def big_source(fake_gcs: FakeGcsServer) -> str:
         placeholders=1, unannotated=1, include_no_split_video=False,
     )  # fmt: skip
     return "gs://faults-source"
-
-
-@pytest.fixture
-def proxy(fake_gcs: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """Every storage client created while the test runs goes through the proxy."""
-    fault_proxy = FaultProxy(fake_gcs.url).start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
-    yield fault_proxy
-    fault_proxy.stop()
 
 
 def shard_files(url: str) -> dict[str, bytes]:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import os
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 
-from tasks.fake_gcs import FakeGcsServer
 from tasks.storage import MiB, Storage, TransientStorageError, open_storage
 from tests.fault_proxy import FaultPlan, FaultProxy
 
@@ -21,14 +19,6 @@ def _write(dest: Storage, name: str, data: bytes, piece: int) -> None:
     with dest.open_create(name) as out:
         for start in range(0, len(data), piece):
             out.write(data[start : start + piece])
-
-
-@pytest.fixture
-def proxy(fake_gcs: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    fault_proxy = FaultProxy(fake_gcs.url).start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
-    yield fault_proxy
-    fault_proxy.stop()
 
 
 @pytest.mark.parametrize(
