@@ -817,6 +817,7 @@ class _CreateOnlyWriter:
         session = cast(str, self.session)
 
         def attempt() -> Any:
+            unchanged = 0  # 308s in a row that kept nothing new
             while True:
                 # From what the service holds: all of this chunk is new, unless a 308 said it
                 # kept only part of it.
@@ -846,8 +847,12 @@ class _CreateOnlyWriter:
                     )
                 if held == end and not final:
                     return response
-                if held == self.sent and not len(body):
-                    raise TransientStorageError(f"{self.url}: the upload was not finished")
+                unchanged = unchanged + 1 if held == self.sent else 0
+                if unchanged == 3 or (unchanged and not len(body)):
+                    # Back to the retry policy (backoff, then give up), not a tight loop.
+                    raise TransientStorageError(
+                        f"{self.url}: the service keeps {held} of {end} bytes and takes no more"
+                    )
                 self.sent = held
 
         response = self.retry(attempt)()
