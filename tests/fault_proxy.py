@@ -9,7 +9,9 @@ Two more kinds, not in the default mix, act on resumable upload chunks (PUTs to 
 - `partial_upload` forwards only the first part of a chunk, as a service that kept part of it
   does, and returns the emulator's 308 (which says how much it holds);
 - `lost_upload_response` forwards the whole chunk, then resets instead of answering, so the
-  client cannot know the chunk arrived.
+  client cannot know the chunk arrived;
+- `stuck_upload` forwards nothing and answers 308 with what was acknowledged before the chunk
+  (no Range header before the first), as a service that kept none of it.
 Rules can also make requests whose path matches a pattern fail permanently (403, 404).
 
 URLs the emulator hands out (resumable upload sessions, media links) are rewritten to point at
@@ -32,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 FAULT_KINDS = ("503", "429", "reset_read", "reset_upload", "stall")
-UPLOAD_CHUNK_KINDS = ("partial_upload", "lost_upload_response")
+UPLOAD_CHUNK_KINDS = ("partial_upload", "lost_upload_response", "stuck_upload")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 
@@ -170,6 +172,9 @@ class FaultProxy:
                     return
                 if decision == "stall":
                     time.sleep(proxy.plan.stall_seconds)
+                if decision == "stuck_upload":
+                    self._kept_nothing()
+                    return
                 if decision == "partial_upload":
                     body = self._keep_first_part(body)
                 status, headers, data = self._forward(body)
@@ -187,6 +192,15 @@ class FaultProxy:
                     self._reset()
                     return
                 self.wfile.write(data)
+
+            def _kept_nothing(self) -> None:
+                match = _CONTENT_RANGE.fullmatch(self.headers.get("Content-Range", ""))
+                start = int(match.group(1)) if match else 0
+                self.send_response(308)
+                if start:
+                    self.send_header("Range", f"bytes=0-{start - 1}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _keep_first_part(self, body: bytes) -> bytes:
                 """The first half of the chunk (in 256 KiB units, as GCS keeps), sent on as a

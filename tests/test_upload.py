@@ -9,7 +9,14 @@ import tracemalloc
 
 import pytest
 
-from tasks.storage import MiB, Storage, TransientStorageError, open_storage
+from tasks.storage import (
+    GcsStorage,
+    MiB,
+    Storage,
+    TransientStorageError,
+    is_transient,
+    open_storage,
+)
 from tests.fault_proxy import FaultPlan, FaultProxy
 
 CHUNK = 256 * 1024  # GCS's unit: the smallest chunk a resumable upload takes
@@ -61,6 +68,34 @@ def test_chunks_the_service_kept_only_part_of_are_completed(
     proxy.set_plan(FaultPlan())
     assert proxy.injected["partial_upload"] >= 2, proxy.injected
     assert dest.read_bytes("partial.tar") == data
+
+
+def test_a_chunk_the_service_kept_none_of_is_sent_again(new_bucket: str, proxy: FaultProxy) -> None:
+    data = os.urandom(6 * CHUNK + 1)
+    # Each kind once (each_kind_once), at the first chunk, and practically never again.
+    proxy.set_plan(FaultPlan(rate=1e-12, kinds=("stuck_upload",)))
+    dest = open_storage(new_bucket, chunk_size=2 * CHUNK)
+    _write(dest, "stuck-once.tar", data, piece=CHUNK)
+    assert proxy.injected["stuck_upload"] == 1
+    assert dest.read_bytes("stuck-once.tar") == data
+
+
+def test_a_service_that_keeps_nothing_is_given_up_on_with_backoff(
+    new_bucket: str, proxy: FaultProxy
+) -> None:
+    """Every chunk answered with "kept nothing": not an endless loop of resends, but the retry
+    policy's backoff and, at its deadline, an error naming the object; nothing is left."""
+    dest = open_storage(new_bucket, chunk_size=CHUNK)
+    assert isinstance(dest, GcsStorage)
+    dest._retry = dest._retry.with_timeout(3.0)  # the policy's 180 s, shortened for the test
+    proxy.set_plan(FaultPlan(rate=1.0, kinds=("stuck_upload",)))
+    with pytest.raises(Exception, match="takes no more") as failure:
+        _write(dest, "stuck.tar", os.urandom(3 * CHUNK), piece=CHUNK)
+    proxy.set_plan(FaultPlan())
+    assert is_transient(failure.value)
+    # Three 308s per attempt, then backoff: a handful of attempts in 3 s, not thousands.
+    assert 3 <= proxy.injected["stuck_upload"] <= 60, proxy.injected
+    assert dest.stat("stuck.tar") is None
 
 
 def test_a_chunk_stored_twice_is_caught_and_the_object_deleted(
