@@ -550,8 +550,6 @@ class GcsStorage(Storage):
 
     @contextlib.contextmanager
     def open_create(self, name: str, *, durable: bool = True) -> Iterator[IO[bytes]]:
-        from google.api_core import exceptions as gexc
-
         blob = self.bucket.blob(self._key(name))
         # Small objects go through one multipart request (buffered here); large ones stream as
         # a resumable upload that GCS finalizes atomically when the writer is closed.
@@ -561,23 +559,11 @@ class GcsStorage(Storage):
             blob, self.client, self.chunk_size, self._retry, self.url_for(name)
         )
         try:
-            try:
-                yield cast(IO[bytes], writer)
-                writer.commit()
-            except BaseException:
-                writer.abort()  # a session left unfinished is never visible at the name
-                raise
-        except _WriteFailed as failed:
-            exc = failed.__cause__
-            if isinstance(exc, gexc.PreconditionFailed):
-                raise AlreadyExists(
-                    f"{self.url_for(name)} was created by someone else meanwhile"
-                ) from exc
-            if isinstance(exc, gexc.NotFound):
-                raise ObjectNotFound(f"bucket gs://{self.bucket_name} does not exist") from exc
-            if isinstance(exc, gexc.Forbidden):
-                raise PermissionDenied(f"no permission to write {self.url_for(name)}") from exc
-            raise cast(BaseException, exc) from None
+            yield cast(IO[bytes], writer)
+            writer.commit()
+        except BaseException:
+            writer.abort()  # a session left unfinished is never visible at the name
+            raise
 
     def replace_bytes(self, name: str, data: bytes) -> None:
         # A single-request upload replaces the object atomically.
@@ -649,7 +635,7 @@ class _StreamingReader(io.RawIOBase):
         if size is None or size < 0:
             return self.readall()
         buffer = bytearray(min(size, self._remaining()))
-        return bytes(buffer[: self.readinto(buffer)])
+        return bytes(memoryview(buffer)[: self.readinto(buffer)])
 
     def readall(self) -> bytes:
         buffer = bytearray(self._remaining())
@@ -657,7 +643,7 @@ class _StreamingReader(io.RawIOBase):
         filled = 0
         while filled < len(buffer) and (count := self.readinto(view[filled:])):
             filled += count
-        return bytes(buffer[:filled])
+        return bytes(view[:filled])
 
     def _remaining(self) -> int:
         return max((self.size or 0) - self._offset, 0)
@@ -689,19 +675,15 @@ class _StreamingReader(io.RawIOBase):
         return got
 
     def _open(self) -> Any:
-        from google.api_core import exceptions as gexc
-
         headers = {"Range": f"bytes={self._offset}-"} if self._offset else {}
         response = self._transport.request(
             "GET", self._media_url, headers=headers, stream=True, timeout=REQUEST_TIMEOUT
         )
         if response.status_code == (206 if self._offset else 200):
             return response
-        status, text = response.status_code, redact(response.text[:300])
+        _raise_for_status(response, f"GET {self._url}")
         response.close()
-        if status in (200, 206):
-            raise TransientStorageError(f"{self._url}: the range request was not honoured")
-        raise gexc.from_http_status(status, f"GET {self._url}: {text}")
+        raise TransientStorageError(f"{self._url}: the range request was not honoured")
 
     def _drop(self) -> None:
         response, self._response = self._response, None
@@ -732,6 +714,7 @@ class _CreateOnlyWriter:
     def __init__(self, blob: Any, client: Any, chunk_size: int, retry: Any, url: str) -> None:
         self.blob = blob
         self.client = client
+        self.transport = blob._get_transport(client)
         self.retry = retry
         self.url = url
         # bytearray(n) is calloc'd: a small object touches only the pages it fills.
@@ -750,7 +733,7 @@ class _CreateOnlyWriter:
         while view:
             if self.filled == len(self.buffer):
                 # More is coming: this chunk is not the last one.
-                with _request_errors():
+                with self._request_errors():
                     self._send_chunk(final=False)
             count = min(len(self.buffer) - self.filled, len(view))
             self.buffer[self.filled : self.filled + count] = view[:count]
@@ -759,7 +742,7 @@ class _CreateOnlyWriter:
         return total
 
     def commit(self) -> None:
-        with _request_errors():
+        with self._request_errors():
             if self.session is None:
                 self.blob.upload_from_string(
                     bytes(memoryview(self.buffer)[: self.filled]),
@@ -777,10 +760,23 @@ class _CreateOnlyWriter:
         # session is never visible at the object's name either way.
         if self.session is not None:
             with contextlib.suppress(Exception):
-                self.blob._get_transport(self.client).request(
-                    "DELETE", self.session, timeout=REQUEST_TIMEOUT
-                )
+                self.transport.request("DELETE", self.session, timeout=REQUEST_TIMEOUT)
         self.buffer = bytearray()
+
+    @contextlib.contextmanager
+    def _request_errors(self) -> Iterator[None]:
+        """The HTTP errors of this writer's own requests as storage errors. Only around them:
+        an error of the code writing into the writer (a source read) is never renamed."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            yield
+        except gexc.PreconditionFailed as exc:
+            raise AlreadyExists(f"{self.url} was created by someone else meanwhile") from exc
+        except gexc.NotFound as exc:
+            raise ObjectNotFound(f"bucket gs://{self.blob.bucket.name} does not exist") from exc
+        except gexc.Forbidden as exc:
+            raise PermissionDenied(f"no permission to write {self.url}") from exc
 
     def _start_session(self) -> None:
         # fake-gcs-server ignores ifGenerationMatch=0 on resumable uploads, and on GCS a
@@ -794,7 +790,7 @@ class _CreateOnlyWriter:
         metadata = json.dumps({"name": self.blob.name, "contentType": "application/octet-stream"})
 
         def attempt() -> str:
-            response = self.blob._get_transport(self.client).request(
+            response = self.transport.request(
                 "POST",
                 initiate,
                 data=metadata,
@@ -823,7 +819,7 @@ class _CreateOnlyWriter:
                 # kept only part of it.
                 body = chunk[self.sent - start :]
                 span = f"{self.sent}-{end - 1}" if len(body) else "*"
-                response = self.blob._get_transport(self.client).request(
+                response = self.transport.request(
                     "PUT",
                     session,
                     data=body,
@@ -867,7 +863,7 @@ class _CreateOnlyWriter:
             return
         generation = stored.get("generation")
         with contextlib.suppress(Exception):
-            self.blob.bucket.blob(self.blob.name).delete(
+            self.blob.delete(
                 if_generation_match=int(generation) if generation else None,
                 retry=self.retry,
                 timeout=REQUEST_TIMEOUT,
@@ -877,21 +873,6 @@ class _CreateOnlyWriter:
             f"{stored.get('crc32c')}) of the {size} sent (CRC32C {crc32c}); the object was "
             "deleted and must be written again"
         )
-
-
-class _WriteFailed(Exception):
-    """Carries (as its cause) an HTTP error of the destination's own requests, so open_create
-    maps only those, never an error from the code writing into it (a source read)."""
-
-
-@contextlib.contextmanager
-def _request_errors() -> Iterator[None]:
-    from google.api_core import exceptions as gexc
-
-    try:
-        yield
-    except gexc.GoogleAPICallError as exc:
-        raise _WriteFailed() from exc
 
 
 def _persisted_end(response: Any) -> int:

@@ -9,29 +9,24 @@ import tracemalloc
 import pytest
 
 from tasks.build import read_pieces
-from tasks.fake_gcs import FakeGcsServer
 from tasks.storage import MiB, ObjectNotFound, SourceChanged, open_storage
 from tests.fault_proxy import FaultPlan, FaultProxy
 
 
 def test_a_read_reset_mid_body_resumes_with_the_same_bytes(
-    fake_gcs: FakeGcsServer, new_bucket: str, monkeypatch: pytest.MonkeyPatch
+    new_bucket: str, proxy: FaultProxy
 ) -> None:
     data = os.urandom(3 * MiB + 12345)
     open_storage(new_bucket).replace_bytes("video.MOV", data)
     generation = open_storage(new_bucket).stat("video.MOV").generation  # type: ignore[union-attr]
-    proxy = FaultProxy(fake_gcs.url).start()
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
-        # Every download body is cut in half: each resumed request gets half of what is left.
-        proxy.set_plan(FaultPlan(rate=1.0, kinds=("reset_read",), seed=1))
-        source = open_storage(new_bucket, chunk_size=MiB)
-        with source.open_read("video.MOV", generation) as reader:
-            read = b"".join(read_pieces(reader, len(data), "video.MOV"))
-        # Read whole (specs, stats, claims are read so): every break resumed, nothing cut off.
-        whole = source.read_bytes("video.MOV", generation)
-    finally:
-        proxy.stop()
+    # Every download body is cut in half: each resumed request gets half of what is left.
+    proxy.set_plan(FaultPlan(rate=1.0, kinds=("reset_read",), seed=1))
+    source = open_storage(new_bucket, chunk_size=MiB)
+    with source.open_read("video.MOV", generation) as reader:
+        read = b"".join(read_pieces(reader, len(data), "video.MOV"))
+    # Read whole (specs, stats, claims are read so): every break resumed, nothing cut off.
+    whole = source.read_bytes("video.MOV", generation)
+    proxy.set_plan(FaultPlan())
     assert read == data
     assert whole == data
     assert proxy.injected["reset_read"] >= 6, proxy.injected
@@ -56,7 +51,7 @@ def test_memory_of_a_read_is_the_piece_not_the_chunk(new_bucket: str) -> None:
 
 
 def test_a_read_is_one_request_and_refuses_another_generation(
-    fake_gcs: FakeGcsServer, new_bucket: str, monkeypatch: pytest.MonkeyPatch
+    new_bucket: str, proxy: FaultProxy
 ) -> None:
     """Size and generation come from the media GET's headers: no metadata request first (on
     GCS each request is a round trip per member). A pinned generation that was overwritten is
@@ -65,25 +60,20 @@ def test_a_read_is_one_request_and_refuses_another_generation(
     writer = open_storage(new_bucket)
     writer.replace_bytes("video.MOV", data)
     generation = writer.stat("video.MOV").generation  # type: ignore[union-attr]
-    proxy = FaultProxy(fake_gcs.url).start()
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
-        source = open_storage(new_bucket)
-        source.check_root()  # the client's first requests, if any, before counting
-        before = proxy.requests
-        with source.open_read("video.MOV", generation) as reader:
-            read = b"".join(read_pieces(reader, len(data), "video.MOV"))
-        assert read == data
-        assert proxy.requests - before == 1
-        with source.open_read("video.MOV") as reader:  # unpinned: the current version
-            assert reader.read() == data
-        writer.replace_bytes("video.MOV", b"new version")
-        with pytest.raises(SourceChanged, match="changed since it was planned"):
-            source.open_read("video.MOV", generation)
-        with pytest.raises(ObjectNotFound, match="does not exist"):
-            source.open_read("missing.MOV")
-        writer.replace_bytes("empty", b"")
-        with source.open_read("empty") as reader:
-            assert reader.read() == b""
-    finally:
-        proxy.stop()
+    source = open_storage(new_bucket)
+    source.check_root()  # the client's first requests, if any, before counting
+    before = proxy.requests
+    with source.open_read("video.MOV", generation) as reader:
+        read = b"".join(read_pieces(reader, len(data), "video.MOV"))
+    assert read == data
+    assert proxy.requests - before == 1
+    with source.open_read("video.MOV") as reader:  # unpinned: the current version
+        assert reader.read() == data
+    writer.replace_bytes("video.MOV", b"new version")
+    with pytest.raises(SourceChanged, match="changed since it was planned"):
+        source.open_read("video.MOV", generation)
+    with pytest.raises(ObjectNotFound, match="does not exist"):
+        source.open_read("missing.MOV")
+    writer.replace_bytes("empty", b"")
+    with source.open_read("empty") as reader:
+        assert reader.read() == b""

@@ -5,13 +5,16 @@ name when it fails or is interrupted."""
 from __future__ import annotations
 
 import os
+import re
 import tracemalloc
 
 import pytest
 
 from tasks.storage import (
+    AlreadyExists,
     GcsStorage,
     MiB,
+    PermissionDenied,
     Storage,
     TransientStorageError,
     is_transient,
@@ -133,3 +136,32 @@ def test_memory_of_an_upload_is_one_chunk(new_bucket: str) -> None:
         tracemalloc.stop()
     assert dest.stat("big.tar").size == 40 * MiB  # type: ignore[union-attr]
     assert peak < 1.5 * chunk, f"peak {peak / MiB:.1f} MiB for {chunk / MiB:.0f} MiB chunks"
+
+
+@pytest.mark.parametrize("size", [100, 3 * CHUNK], ids=["one request", "resumable"])
+def test_write_errors_name_the_object_and_errors_of_the_writing_code_pass_through(
+    new_bucket: str, proxy: FaultProxy, size: int
+) -> None:
+    from google.api_core import exceptions as gexc
+
+    dest = open_storage(new_bucket, chunk_size=CHUNK)
+    data = os.urandom(size)
+    _write(dest, "taken.tar", data, piece=CHUNK)
+    with pytest.raises(AlreadyExists, match=r"taken\.tar"):
+        _write(dest, "taken.tar", data, piece=CHUNK)
+    assert dest.read_bytes("taken.tar") == data
+
+    bucket = new_bucket.removeprefix("gs://")
+    proxy.set_plan(FaultPlan(permanent=[(rf"/upload/storage/v1/b/{bucket}/o", 403)]))
+    denied = re.escape(f"no permission to write {new_bucket}/denied.tar")
+    with pytest.raises(PermissionDenied, match=denied):
+        _write(dest, "denied.tar", data, piece=CHUNK)
+    proxy.set_plan(FaultPlan())
+    assert dest.stat("denied.tar") is None
+
+    # A NotFound raised by the code that writes (a source read, say) stays what it was: it is
+    # not the destination bucket that is missing.
+    with pytest.raises(gexc.NotFound, match="a source object"), dest.open_create("x.tar") as out:
+        out.write(data)
+        raise gexc.NotFound("a source object")
+    assert dest.stat("x.tar") is None
