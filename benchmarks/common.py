@@ -302,7 +302,7 @@ LISTING_TIME = "2020-09-24T18:10:41Z"
 
 def annotated_keys() -> list[str]:
     """The 14,584 public, annotated video keys of the vendored index files."""
-    from tasks.sample_data import CLASSES, index_files, parse_index
+    from tasks.objectron.sample_data import CLASSES, index_files, parse_index
 
     files = index_files()
     return sorted(key for c in CLASSES for key in parse_index(files[f"{c}_annotations"]))
@@ -312,7 +312,7 @@ def full_scale_keys(videos: int = FULL_SCALE_VIDEOS) -> tuple[list[str], set[str
     """`videos` keys shaped like the real ones: every annotated key of the index files, then
     unannotated ones in batches above the real annotated ones (as the bucket has); returns
     (sorted keys, the annotated subset)."""
-    from tasks.sample_data import CLASSES
+    from tasks.objectron.sample_data import CLASSES
 
     annotated = annotated_keys()[:videos]
     keys = list(annotated)
@@ -373,7 +373,7 @@ def synthetic_listing(
 
     Returns (text, counts).
     """
-    from tasks.sample_data import CLASSES, INDEX_NAMES
+    from tasks.objectron.sample_data import CLASSES, INDEX_NAMES
 
     out = _Listing(seed)
     rng = out.rng
@@ -460,7 +460,7 @@ def write_tiny_source(root: Path, keys: list[str], annotated: set[str]) -> int:
     per key, an annotation for the annotated keys, and the real index files. Returns the number
     of objects written. The geometry and annotation files are well-formed one-frame files (the
     same bytes for every key), so the build decodes them as it would real ones."""
-    from tasks.sample_data import (
+    from tasks.objectron.sample_data import (
         INDEX_PREFIX,
         build_annotation,
         build_geometry,

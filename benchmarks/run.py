@@ -61,18 +61,18 @@ from benchmarks.common import (
     write_tiny_source,
 )
 from tasks.build import FIXED_MTIME, ShardStats, build_shard, read_pieces
-from tasks.decode_pool import decode_process_ids, shutdown_decode_processes
 from tasks.fake_gcs import FakeGcsServer
 from tasks.index import write_shard_index
 from tasks.listing import list_source_api, parse_listing_file, resolve_listed_names
-from tasks.planning import plan_shards
-from tasks.sample_data import (
+from tasks.objectron.decode_pool import decode_process_ids, shutdown_decode_processes
+from tasks.objectron.sample_data import (
     build_annotation,
     build_geometry,
     index_files,
     sample_values,
     write_sample_dataset,
 )
+from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, parse_split_index, split_index_names
 from tasks.specs import ShardSpec, make_spec, read_spec, upload_specs
 from tasks.storage import LocalStorage, Storage, open_storage

@@ -38,7 +38,7 @@ VAR_SOURCE = "objectron_wds_source"
 VAR_DEST = "objectron_wds_dest"
 VAR_RESULT_STORAGE = "objectron_wds_result_storage"
 VAR_DASK_ADDRESS = "objectron_wds_dask_address"
-# The GcpCredentials block the pipeline's storage clients use (tasks/storage.py reads the
+# The GcpCredentials block the pipeline's storage clients use (tasks/storage/ reads the
 # environment variable that prefect.yaml sets from this); empty = application defaults.
 VAR_GCP_CREDENTIALS = "objectron_wds_gcp_credentials_block"
 

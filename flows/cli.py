@@ -148,7 +148,7 @@ def _command_verify(args: argparse.Namespace) -> int:
 
 
 def _command_sample_data(args: argparse.Namespace) -> int:
-    from tasks.sample_data import write_sample_dataset
+    from tasks.objectron.sample_data import write_sample_dataset
     from tasks.storage import open_storage
 
     dataset = write_sample_dataset(

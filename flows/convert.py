@@ -1,7 +1,7 @@
 """The `objectron-to-wds` flow: list, assemble, plan, write specs, build shards, index.
 
 This module only composes the stages in `tasks/`; each stage's logic is a plain function there.
-Run it with `objectron-wds convert ...`, `python flows/convert.py ...`, or a deployment.
+Run it with `objectron-wds convert ...` or a deployment.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-if __package__ in (None, ""):  # `python flows/convert.py`: make the project importable
+if __package__ in (
+    None,
+    "",
+):  # loaded by path (an entry point): project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow, get_run_logger
@@ -234,9 +237,3 @@ def _summary_markdown(summary: dict[str, Any], failures: list[str]) -> str:
     if failures:
         lines += ["", "## Failed shards", ""] + [f"- {failure}" for failure in failures[:50]]
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    from flows.cli import main
-
-    sys.exit(main(["convert", *sys.argv[1:]]))

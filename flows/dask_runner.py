@@ -26,7 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-if __package__ in (None, ""):  # `python flows/dask_runner.py`: make the project importable
+if __package__ in (
+    None,
+    "",
+):  # loaded by path (an entry point): project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import Flow
@@ -75,9 +78,3 @@ def flow_with_task_runner(
 
 # The deployment entry point (prefect.yaml, deployment `dask`): same flow name, same parameters.
 objectron_to_wds_dask = flow_with_task_runner("dask", os.environ.get(DASK_ADDRESS_ENV) or None)
-
-
-if __name__ == "__main__":
-    from flows.cli import main
-
-    sys.exit(main(["convert", "--task-runner", "dask", *sys.argv[1:]]))

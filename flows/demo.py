@@ -23,7 +23,7 @@ def run_demo(
     import webdataset as wds
 
     from flows.convert import objectron_to_wds
-    from tasks.sample_data import write_sample_dataset
+    from tasks.objectron.sample_data import write_sample_dataset
     from tasks.storage import open_storage
 
     workdir = workdir.resolve()

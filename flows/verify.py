@@ -149,9 +149,3 @@ def _report_markdown(report: VerificationReport, repaired: list[str], url: str) 
     for verdict in report.bad + report.missing:
         lines.append(f"- **{verdict.shard}** {verdict.status}: {'; '.join(verdict.problems)}")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    from flows.cli import main
-
-    sys.exit(main(["verify", *sys.argv[1:]]))

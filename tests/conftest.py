@@ -25,7 +25,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import pytest  # noqa: E402
 
 from tasks.fake_gcs import FakeGcsServer  # noqa: E402
-from tasks.sample_data import SampleDataset, write_sample_dataset  # noqa: E402
+from tasks.objectron.sample_data import SampleDataset, write_sample_dataset  # noqa: E402
 from tasks.storage import Storage, open_storage  # noqa: E402
 from tests.fault_proxy import FaultProxy  # noqa: E402
 

@@ -13,7 +13,7 @@ from flows.cli import main
 from flows.convert import objectron_to_wds
 from tasks.checks import InvalidInput
 from tasks.fake_gcs import FakeGcsServer
-from tasks.sample_data import write_sample_dataset
+from tasks.objectron.sample_data import write_sample_dataset
 from tasks.storage import open_storage
 from tests.conftest import SourceBucket
 from tests.fault_proxy import FaultPlan, FaultProxy

@@ -20,7 +20,7 @@ import pytest
 
 from flows.convert import objectron_to_wds
 from tasks.fake_gcs import FakeGcsServer
-from tasks.sample_data import write_sample_dataset
+from tasks.objectron.sample_data import write_sample_dataset
 from tasks.specs import read_spec
 from tasks.storage import Storage, open_storage
 from tasks.verify import STATUS_OK, load_stats, verify_shard

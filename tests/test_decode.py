@@ -1,4 +1,4 @@
-"""Tests for tasks.decode: round trips against the generator's numbers, and clear failures."""
+"""tasks.objectron.decode: round trips against the generator's numbers, and clear failures."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import struct
 import pytest
 from google.protobuf import message as protobuf_message
 
-from tasks import objectron_proto as pb
-from tasks import sample_data as sd
-from tasks.decode import DecodeError, decode_annotation, decode_geometry
+from tasks.objectron import proto as pb
+from tasks.objectron import sample_data as sd
+from tasks.objectron.decode import DecodeError, decode_annotation, decode_geometry
 from tasks.storage import LocalStorage
 
 FRAMES = 5

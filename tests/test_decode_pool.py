@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import decode_pool
-from tasks.decode import DecodeError
-from tasks.decode_pool import PROCESSES_VARIABLE, PendingDecode, decoded_json
-from tasks.sample_data import write_sample_dataset
+from tasks.objectron import decode_pool
+from tasks.objectron.decode import DecodeError
+from tasks.objectron.decode_pool import PROCESSES_VARIABLE, PendingDecode, decoded_json
+from tasks.objectron.sample_data import write_sample_dataset
 from tasks.storage import LocalStorage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +64,8 @@ def test_bytes_that_do_not_decode_raise_decode_error_from_a_worker(
 
 CHILD = """
 import os, sys, time
-from tasks.decode_pool import PendingDecode, _POOL
-from tasks.decode import DecodeError
+from tasks.objectron.decode_pool import PendingDecode, _POOL
+from tasks.objectron.decode import DecodeError
 for pending in [PendingDecode("annotation", b"not an annotation") for _ in range(8)]:
     try:
         pending.result()

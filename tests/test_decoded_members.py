@@ -10,7 +10,7 @@ import webdataset as wds
 
 from flows.convert import objectron_to_wds
 from tasks.build import ShardStats
-from tasks.sample_data import write_sample_dataset
+from tasks.objectron.sample_data import write_sample_dataset
 from tasks.storage import open_storage
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -41,7 +41,7 @@ from deployments.setup import (
 )
 from flows.artifacts import PROGRESS_KEY, TABLE_KEY
 from tasks.fake_gcs import FakeGcsServer, free_port
-from tasks.sample_data import write_sample_dataset
+from tasks.objectron.sample_data import write_sample_dataset
 from tasks.storage import Storage, open_storage
 from tests.prefect_processes import (
     BIN,

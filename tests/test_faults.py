@@ -13,8 +13,8 @@ import pytest
 from flows.convert import ShardsFailed, objectron_to_wds
 from tasks.fake_gcs import FakeGcsServer
 from tasks.listing import list_source_api
+from tasks.objectron.sample_data import write_sample_dataset
 from tasks.planning import plan_shards
-from tasks.sample_data import write_sample_dataset
 from tasks.samples import assemble_samples, parse_split_index, split_index_names
 from tasks.specs import ShardSpec, make_spec, read_spec
 from tasks.storage import open_storage

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import storage
 from tasks.storage import LocalStorage
+from tasks.storage import local as storage
 
 MIB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Wire-format tests for tasks.objectron_proto: field numbers, packing, syntax, record framing.
+"""Wire-format tests for tasks.objectron.proto: field numbers, packing, syntax, record framing.
 
 The expected bytes here are written out by hand from docs/objectron.md, independently of the
 descriptors, so a wrong field number, type or packing option changes them and fails a test.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pool
 
-from tasks import objectron_proto as pb
+from tasks.objectron import proto as pb
 
 
 def f32(value: float) -> bytes:
@@ -258,37 +258,38 @@ def test_messages_are_not_in_the_default_pool() -> None:
 
 
 def test_stored_schema_is_the_one_the_definitions_build() -> None:
-    """tasks/objectron_schema.binpb is what the classes are loaded from; after a change to the
-    definitions, write it again with `python -m tasks.objectron_proto`."""
+    """tasks/objectron/schema.binpb is what the classes are loaded from; after a change to the
+    definitions, write it again with `python -m tasks.objectron.proto`."""
     stored = (Path(pb.__file__).parent / pb.SCHEMA_FILE).read_bytes()
-    assert stored == pb.serialized_schema(), "run: .venv/bin/python -m tasks.objectron_proto"
+    assert stored == pb.serialized_schema(), "run: .venv/bin/python -m tasks.objectron.proto"
 
 
 def test_decoding_needs_no_descriptor_pb2() -> None:
     """The decode workers import only the decoder; protobuf's descriptor_pb2 would add ~10 MiB
     to each of them."""
     check = (
-        "import sys, tasks.decode_worker; sys.exit('google.protobuf.descriptor_pb2' in sys.modules)"
+        "import sys, tasks.objectron.decode_worker; "
+        "sys.exit('google.protobuf.descriptor_pb2' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", check], check=False).returncode == 0
 
 
 def test_the_schema_file_can_be_written_again_and_its_absence_is_named(tmp_path: Path) -> None:
-    """`python -m tasks.objectron_proto PATH` works without reading the file it writes; an
+    """`python -m tasks.objectron.proto PATH` works without reading the file it writes; an
     install without the file fails at import with a message that says how to mend it, instead
     of building the schema in every decode worker."""
     out = tmp_path / "schema.binpb"
-    subprocess.run([sys.executable, "-m", "tasks.objectron_proto", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "tasks.objectron.proto", str(out)], check=True)
     assert out.read_bytes() == pb.serialized_schema()
 
     missing = (
         "import importlib.resources, pathlib, sys\n"
         f"importlib.resources.files = lambda package: pathlib.Path({str(tmp_path / 'empty')!r})\n"
-        "import tasks.objectron_proto\n"
+        "import tasks.objectron.proto\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", missing], capture_output=True, text=True, check=False
     )
     assert result.returncode != 0
-    assert "objectron_schema.binpb is missing" in result.stderr
-    assert "python -m tasks.objectron_proto" in result.stderr
+    assert "schema.binpb is missing" in result.stderr
+    assert "python -m tasks.objectron.proto" in result.stderr

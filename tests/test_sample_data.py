@@ -1,4 +1,4 @@
-"""Tests for tasks.sample_data: values, layout, index fidelity, create-only reruns, GCS emulator.
+"""tasks.objectron.sample_data: values, layout, index fidelity, create-only reruns, GCS emulator.
 
 Expectations about the index files are computed here from the vendored files on disk, not
 through the module's own helpers, so a parsing bug in the module cannot hide itself.
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import tasks
-from tasks import objectron_proto as pb
-from tasks import sample_data as sd
+import tasks.objectron
+from tasks.objectron import proto as pb
+from tasks.objectron import sample_data as sd
 from tasks.storage import LocalStorage, Storage, open_storage
 
-INDEX_DIR = Path(tasks.__file__).parent / "objectron_index"
+INDEX_DIR = Path(tasks.objectron.__file__).parent / "index"
 CLASSES = ["bike", "book", "bottle", "camera", "cereal_box", "chair", "cup", "laptop", "shoe"]
 
 
@@ -274,8 +274,8 @@ def test_negative_counts_are_rejected(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_writes_to_gcs_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.decode import decode_annotation
     from tasks.fake_gcs import FakeGcsServer
+    from tasks.objectron.decode import decode_annotation
 
     with FakeGcsServer() as server:
         server.create_bucket("sample-bucket")  # GCS names need 3+ characters

@@ -4,7 +4,7 @@ Training code that reads the shards should not need protobuf schemas, generated 
 Objectron's framing rules: `decode_annotation` and `decode_geometry` turn the raw
 `*.pbdata` bytes into dicts of lists, ints, floats, strings and None, with a fixed key order, so
 `json.dumps` of the result is deterministic and can be stored next to the raw files (the build
-writes the twins with orjson: tasks/decode_pool.py).
+writes the twins with orjson: tasks/objectron/decode_pool.py).
 
 Conventions of the output:
 - matrices stay flat and row-major, exactly as stored (3x3 -> 9 floats, 4x4 -> 16 floats);
@@ -28,7 +28,7 @@ from typing import Any
 from google.protobuf import descriptor, unknown_fields
 from google.protobuf import message as protobuf_message
 
-from tasks import objectron_proto as pb
+from tasks.objectron import proto as pb
 
 __all__ = ["DecodeError", "decode_annotation", "decode_geometry"]
 

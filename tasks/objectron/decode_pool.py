@@ -7,10 +7,11 @@ the GIL: the threads streaming other members wait for it, and a 2-core machine d
 core. Here the build hands the raw bytes to a worker process as soon as it has them and streams
 the sample's video while the worker decodes; it takes the JSON when it writes the twin.
 
-The workers are plain subprocesses (`python -m tasks.decode_worker`), one per CPU, started on
-first use and shared by every build thread of the process. Not multiprocessing: its `spawn`
-would re-import the flow's main module (Prefect and all, seconds per worker), `fork` is unsafe
-in a process with running threads, and neither may be used from a daemonic Dask worker. A worker
+The workers are plain subprocesses (`python -m tasks.objectron.decode_worker`), one per
+CPU, started on first use and shared by every build thread of the process. Not
+multiprocessing: its `spawn` would re-import the flow's main module (Prefect and all, seconds
+per worker), `fork` is unsafe in a process with running threads, and neither may be used
+from a daemonic Dask worker. A worker
 reads requests from its stdin and leaves when it closes, so when the process that started it
 exits or is killed, its workers go too. Where a worker cannot be started or dies, decoding runs
 in the calling thread, with the same output; `OBJECTRON_WDS_DECODE_PROCESSES=0` asks for that.
@@ -32,7 +33,7 @@ from typing import IO, Literal
 
 import orjson
 
-from tasks.decode import DecodeError, decode_annotation, decode_geometry
+from tasks.objectron.decode import DecodeError, decode_annotation, decode_geometry
 
 __all__ = [
     "PROCESSES_VARIABLE",
@@ -89,7 +90,7 @@ def read_exactly(stream: IO[bytes], size: int) -> bytes:
 class _Worker:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tasks.decode_worker"],
+            [sys.executable, "-m", "tasks.objectron.decode_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

@@ -1,4 +1,4 @@
-"""`python -m tasks.decode_worker`: one decode worker of tasks/decode_pool.py.
+"""`python -m tasks.objectron.decode_worker`: one decode worker of tasks/objectron/decode_pool.py.
 
 Reads framed requests (kind, length, raw bytes) from stdin and answers each on stdout with
 the JSON twin or the DecodeError message. Leaves when stdin closes: the process that started it
@@ -12,8 +12,16 @@ import gc
 import sys
 from typing import IO
 
-from tasks.decode import DecodeError
-from tasks.decode_pool import FAILED, FRAME, KINDS, OK, WorkerGone, decoded_json, read_exactly
+from tasks.objectron.decode import DecodeError
+from tasks.objectron.decode_pool import (
+    FAILED,
+    FRAME,
+    KINDS,
+    OK,
+    WorkerGone,
+    decoded_json,
+    read_exactly,
+)
 
 # Decoding builds tens of thousands of small lists per sample and no reference cycles, so the
 # cyclic garbage collector only costs time here (~30 % of a decode, benchmarks/RESULTS.md): it

@@ -74,7 +74,7 @@ RECORD_HEADER = struct.Struct("<I")
 # FieldDescriptor has FieldDescriptorProto's type and label numbers: using it here keeps
 # protobuf's descriptor_pb2 (~10 MiB of memory) out of processes that only parse files, such as
 # the decode workers. The schema is built from the definitions below only to write
-# `objectron_schema.binpb`; at import it is loaded from that file.
+# `schema.binpb`; at import it is loaded from that file.
 _FD = descriptor.FieldDescriptor
 _DOUBLE = _FD.TYPE_DOUBLE
 _FLOAT = _FD.TYPE_FLOAT
@@ -383,7 +383,7 @@ def join_geometry_records(records: Iterable[bytes]) -> bytes:
     return b"".join(parts)
 
 
-SCHEMA_FILE = "objectron_schema.binpb"
+SCHEMA_FILE = "schema.binpb"
 
 
 def serialized_schema() -> bytes:
@@ -401,12 +401,12 @@ def _stored_schema() -> bytes:
     if __name__ == "__main__":
         return serialized_schema()  # regenerating the file: it may be missing or stale
     try:
-        return (importlib.resources.files("tasks") / SCHEMA_FILE).read_bytes()
+        return (importlib.resources.files("tasks.objectron") / SCHEMA_FILE).read_bytes()
     except FileNotFoundError as exc:
         raise RuntimeError(
-            f"tasks/{SCHEMA_FILE} is missing from this install of objectron-wds; reinstall the "
-            "package (it is package data in pyproject.toml), or regenerate the file with "
-            "`python -m tasks.objectron_proto`"
+            f"tasks/objectron/{SCHEMA_FILE} is missing from this install of objectron-wds; "
+            "reinstall the package (it is package data in pyproject.toml), or regenerate it with "
+            "`python -m tasks.objectron.proto`"
         ) from exc
 
 
@@ -450,7 +450,7 @@ CMMotionManagerSnapshot: Any = _class(f"{_R}.CMMotionManagerSnapshot")
 
 
 if __name__ == "__main__":
-    # `python -m tasks.objectron_proto PATH`: write the schema built from the definitions.
+    # `python -m tasks.objectron.proto PATH`: write the schema built from the definitions.
     Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name(SCHEMA_FILE)).write_bytes(
         serialized_schema()
     )

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from tasks import objectron_proto as pb
+from tasks.objectron import proto as pb
 from tasks.storage import AlreadyExists, Storage, StorageError
 
 CLASSES: tuple[str, ...] = (
@@ -176,7 +176,7 @@ class SampleDataset:
 
 @functools.cache
 def _vendored_index() -> tuple[tuple[str, bytes], ...]:
-    folder = importlib.resources.files("tasks") / "objectron_index"
+    folder = importlib.resources.files("tasks.objectron") / "index"
     return tuple((name, (folder / name).read_bytes()) for name in INDEX_NAMES)
 
 

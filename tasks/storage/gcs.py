@@ -1,36 +1,33 @@
-"""The storage seam: one small interface over Google Cloud Storage and local folders.
-
-Every stage talks to storage only through `Storage`, so the same pipeline runs against
-`gs://bucket/prefix` (real GCS, or fake-gcs-server when `STORAGE_EMULATOR_HOST` is set) and
-against a plain folder. Names passed to a `Storage` are relative to its root and use `/`.
-
-What the pipeline relies on, in both implementations:
-- `list` gives size and generation for every object (generation pins a source version);
-- `open_read` streams, and refuses a source whose generation is no longer the planned one;
-- `open_create` streams a new object that becomes visible at its final name only when the
-  writer is closed without an error, and never replaces an existing object.
-"""
+"""Google Cloud Storage behind the storage seam: a bucket and prefix."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import functools
 import io
 import json
-import logging
 import os
 import re
 import urllib.parse
-import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, cast
 
 import google_crc32c
+
+from tasks.storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    AlreadyExists,
+    ObjectInfo,
+    ObjectNotFound,
+    PermissionDenied,
+    SourceChanged,
+    Storage,
+    StorageError,
+    TransientStorageError,
+)
+from tasks.storage.retry import REQUEST_TIMEOUT, is_transient, storage_retry
+from tasks.storage.secrets import redact, register_secret
 
 # An OAuth access token to use as is (e.g. from `gcloud auth print-access-token`), before
 # application default credentials.
@@ -39,307 +36,8 @@ ACCESS_TOKEN_VARIABLE = "GOOGLE_OAUTH_ACCESS_TOKEN"
 # Deployments set it from the Prefect variable `objectron wds setup` writes (prefect.yaml), so
 # the key lives in the Prefect server, not on the workers.
 CREDENTIALS_BLOCK_VARIABLE = "OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"
-MiB = 1024 * 1024
-DEFAULT_CHUNK_SIZE = 16 * MiB
-# Seconds one HTTP request may take (connect, read) before it counts as stalled and is retried.
-REQUEST_TIMEOUT = (10.0, 60.0)
-_log = logging.getLogger("objectron_wds.storage")
-# A local partial file carries this marker so listings skip it and readers never see it.
-PARTIAL_MARKER = ".objectron-wds-partial-"
-# Buffer of local file objects. Small on purpose: reads and writes of a piece at least this
-# large bypass it (no copy), and a large buffer costs a fresh allocation per file opened (at
-# 16 MiB that made a local copy several times slower: benchmarks/RESULTS.md).
-LOCAL_BUFFER = 64 * 1024
 # Buffer in front of a streaming GCS read: serves small reads without a request-level call each.
 STREAM_READ_BUFFER = 256 * 1024
-
-
-class StorageError(Exception):
-    """A storage operation failed; the message names the object."""
-
-
-class ObjectNotFound(StorageError):
-    """The object (or bucket, or folder) does not exist."""
-
-
-class AlreadyExists(StorageError):
-    """A create-only write found an object at the name already."""
-
-
-class TransientStorageError(StorageError):
-    """A fault that a retry may cure, e.g. a checksum mismatch after a read cut short."""
-
-
-class SourceChanged(StorageError):
-    """A source object no longer has the generation (or size) the plan pinned."""
-
-
-class PermissionDenied(StorageError):
-    """The credentials in use may not read or write this object."""
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """One object as a listing reports it."""
-
-    name: str
-    size: int
-    # GCS: the object generation. Local: the file's mtime in nanoseconds, which changes when the
-    # file is rewritten, so it pins a version in the same way.
-    generation: str
-    # Base64 digests as GCS reports them; None for local files.
-    md5: str | None = None
-    crc32c: str | None = None
-
-
-class Storage(ABC):
-    """A bucket prefix or a folder, addressed by names relative to its root."""
-
-    url: str
-
-    def url_for(self, name: str) -> str:
-        """The full URL (or path) of `name`, for specs, metadata and messages."""
-        return f"{self.url.rstrip('/')}/{name}" if name else self.url
-
-    @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose name starts with `prefix`, in name order."""
-
-    @abstractmethod
-    def stat(self, name: str) -> ObjectInfo | None:
-        """The object's listing entry, or None if it does not exist."""
-
-    @abstractmethod
-    def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
-        """A streaming reader; with `generation`, raises SourceChanged if the object moved on."""
-
-    @abstractmethod
-    def open_create(
-        self, name: str, *, durable: bool = True
-    ) -> contextlib.AbstractContextManager[IO[bytes]]:
-        """A streaming writer for a new object.
-
-        The object appears at `name` only when the block exits without an exception; on an
-        exception nothing is left at `name`. Raises AlreadyExists if `name` exists (checked
-        before writing where the backend allows, and again when the object is committed).
-        `durable=False` is for objects that are worthless after a crash anyway (claims): a
-        local folder then commits without waiting for the disk; GCS writes are always durable.
-        """
-
-    @abstractmethod
-    def delete(self, name: str) -> None:
-        """Remove `name`; a missing object is not an error."""
-
-    @abstractmethod
-    def check_root(self) -> None:
-        """Raise ObjectNotFound / PermissionDenied if the root cannot be used at all."""
-
-    def exists(self, name: str) -> bool:
-        return self.stat(name) is not None
-
-    def read_bytes(self, name: str, generation: str | None = None) -> bytes:
-        with self.open_read(name, generation) as reader:
-            return reader.read()
-
-    def read_head(self, name: str, length: int) -> bytes:
-        """The first `length` bytes (fewer if the object is shorter)."""
-        with self.open_read(name) as reader:
-            return reader.read(length)
-
-    @abstractmethod
-    def replace_bytes(self, name: str, data: bytes) -> None:
-        """Write a small derived object (an index), replacing any old one atomically."""
-
-    def create_bytes(self, name: str, data: bytes, *, durable: bool = True) -> None:
-        """Write a small object, create-only (raises AlreadyExists); `durable` as in
-        `open_create`."""
-        with self.open_create(name, durable=durable) as writer:
-            writer.write(data)
-
-
-def open_storage(url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, client: Any = None) -> Storage:
-    """`gs://bucket[/prefix]` gives GCS; anything else (`file://` or a path) a local folder."""
-    if url.startswith("gs://"):
-        bucket, _, prefix = url[len("gs://") :].partition("/")
-        if not bucket:
-            raise ValueError(f"{url!r} names no bucket: write gs://BUCKET[/PREFIX]")
-        return GcsStorage(bucket, prefix.strip("/"), chunk_size=chunk_size, client=client)
-    if "://" in url and not url.startswith("file://"):
-        raise ValueError(f"{url!r}: only gs:// URLs and local paths are supported")
-    return LocalStorage(Path(url.removeprefix("file://")), chunk_size=chunk_size)
-
-
-def is_inside(inner: str, outer: str) -> bool:
-    """True if location `inner` is `outer` or lies below it (so writing there would change it)."""
-    a, b = _normalise_location(inner), _normalise_location(outer)
-    return a == b or a.startswith(b.rstrip("/") + "/")
-
-
-def _normalise_location(url: str) -> str:
-    if url.startswith("gs://"):
-        return url.rstrip("/")
-    return str(Path(url.removeprefix("file://")).resolve())
-
-
-# --- local folders -------------------------------------------------------------------------
-
-
-class LocalStorage(Storage):
-    """A folder on this machine. Commits are `link()` of a finished, fsynced temporary file:
-    atomic and create-only, so a reader never sees a partial file at its final name.
-    `chunk_size` is how much written data is handed to the disk at a time (`_WriteBehindFile`)."""
-
-    def __init__(self, root: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-        self.root = root.expanduser().resolve()
-        self.url = str(self.root)
-        self.chunk_size = chunk_size
-
-    def _path(self, name: str) -> Path:
-        path = (self.root / name).resolve()
-        if path != self.root and self.root not in path.parents:
-            raise ValueError(f"{name!r} would resolve outside {self.root}")
-        return path
-
-    def check_root(self) -> None:
-        if not self.root.exists():
-            raise ObjectNotFound(f"folder {self.root} does not exist")
-        if not self.root.is_dir():
-            raise ObjectNotFound(f"{self.root} is not a folder")
-        if not os.access(self.root, os.R_OK | os.X_OK):
-            raise PermissionDenied(f"folder {self.root} is not readable by this user")
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        if not self.root.is_dir():
-            return
-        found: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, self.root)
-            for filename in filenames:
-                if PARTIAL_MARKER in filename:
-                    continue
-                name = filename if rel_dir == "." else f"{rel_dir}/{filename}"
-                name = name.replace(os.sep, "/")
-                if name.startswith(prefix):
-                    st = os.stat(os.path.join(dirpath, filename))
-                    found.append(ObjectInfo(name, st.st_size, str(st.st_mtime_ns)))
-        yield from sorted(found, key=lambda info: info.name)
-
-    def stat(self, name: str) -> ObjectInfo | None:
-        try:
-            st = self._path(name).stat()
-        except FileNotFoundError:
-            return None
-        return ObjectInfo(name, st.st_size, str(st.st_mtime_ns))
-
-    def open_read(self, name: str, generation: str | None = None) -> IO[bytes]:
-        path = self._path(name)
-        try:
-            handle = open(path, "rb", buffering=LOCAL_BUFFER)  # noqa: SIM115 - caller closes
-        except FileNotFoundError as exc:
-            raise ObjectNotFound(f"{path} does not exist") from exc
-        except PermissionError as exc:
-            raise PermissionDenied(f"{path} is not readable: {exc.strerror}") from exc
-        if generation is not None:
-            current = str(os.fstat(handle.fileno()).st_mtime_ns)
-            if current != generation:
-                handle.close()
-                raise SourceChanged(
-                    f"{path} changed since it was planned (version {generation}, now {current})"
-                )
-        return handle
-
-    @contextlib.contextmanager
-    def open_create(self, name: str, *, durable: bool = True) -> Iterator[IO[bytes]]:
-        final = self._path(name)
-        if final.exists():
-            raise AlreadyExists(f"{final} exists already")
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except PermissionError as exc:
-            raise PermissionDenied(f"cannot create folder {final.parent}: {exc.strerror}") from exc
-        partial = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
-        try:
-            handle = _WriteBehindFile(open(partial, "xb", buffering=0), self.chunk_size)  # noqa: SIM115
-        except PermissionError as exc:
-            raise PermissionDenied(f"cannot write in {final.parent}: {exc.strerror}") from exc
-        try:
-            with handle:
-                yield cast(IO[bytes], handle)
-                handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
-            try:
-                # link() fails if the final name exists: create-only, and atomic for readers.
-                os.link(partial, final)
-            except FileExistsError as exc:
-                raise AlreadyExists(f"{final} was created by someone else meanwhile") from exc
-        finally:
-            partial.unlink(missing_ok=True)
-
-    def replace_bytes(self, name: str, data: bytes) -> None:
-        final = self._path(name)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
-        try:
-            partial.write_bytes(data)
-            os.replace(partial, final)
-        finally:
-            partial.unlink(missing_ok=True)
-
-    def delete(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
-
-
-def _sync_file_range_function() -> Any:
-    """libc's sync_file_range (Linux), or None where there is none."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE = _sync_file_range_function()
-_SYNC_FILE_RANGE_WRITE = 2  # start write-out of the range's dirty pages; do not wait
-
-
-class _WriteBehindFile(io.BufferedWriter):
-    """A local file being written that hands its data to the disk as it goes.
-
-    Commits fsync the file (a shard must be on disk before its name appears), but the kernel
-    starts writing dirty pages back on its own only when gigabytes are dirty or after 30 s, so
-    the whole file would be written out during that one fsync, after the copy. Here every
-    `write_behind` bytes start their write-out at once (sync_file_range, as PostgreSQL's
-    `*_flush_after` settings do), so the disk writes while the rest is copied and the final
-    fsync has little left to wait for. Where sync_file_range is missing this is a plain
-    buffered file."""
-
-    def __init__(self, raw: Any, write_behind: int) -> None:
-        super().__init__(raw, buffer_size=LOCAL_BUFFER)
-        self._write_behind = max(write_behind, LOCAL_BUFFER)
-        self._written = 0
-        self._handed_over = 0
-
-    def write(self, data: Any) -> int:
-        count = super().write(data)
-        self._written += count
-        if _SYNC_FILE_RANGE is not None and self._written - self._handed_over >= self._write_behind:
-            self.flush()
-            # Advisory: an error here changes nothing that the final fsync does not check.
-            _SYNC_FILE_RANGE(
-                self.fileno(),
-                self._handed_over,
-                self._written - self._handed_over,
-                _SYNC_FILE_RANGE_WRITE,
-            )
-            self._handed_over = self._written
-        return count
-
-
-# --- Google Cloud Storage ------------------------------------------------------------------
 
 
 def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
@@ -395,28 +93,6 @@ def credentials_from_block(name: str) -> tuple[Any, str | None]:
             f"--gcp-adc), or unset {CREDENTIALS_BLOCK_VARIABLE} to use default credentials."
         ) from exc
     return block.get_credentials_from_service_account(), block.project
-
-
-def _log_retry(exc: Exception) -> None:
-    """Called by the client's retry loop before each retry: makes retries visible in the flow's
-    logs (Prefect's run logger when there is a run, the module logger otherwise)."""
-    message = f"transient storage error, retrying: {redact(f'{type(exc).__name__}: {exc}')[:300]}"
-    try:
-        from prefect import get_run_logger
-
-        get_run_logger().warning(message)
-    except Exception:
-        _log.warning(message)
-
-
-def storage_retry() -> Any:
-    """The client-side retry of every GCS call: transient errors only, exponential backoff."""
-    from google.api_core.retry import Retry
-
-    return Retry(
-        predicate=is_transient, initial=0.5, maximum=8.0, multiplier=2.0, timeout=180.0,
-        on_error=_log_retry,
-    )  # fmt: skip
 
 
 class GcsStorage(Storage):
@@ -890,103 +566,3 @@ def _raise_for_status(response: Any, doing: str) -> None:
     text = redact(response.text[:300])
     response.close()
     raise gexc.from_http_status(response.status_code, f"{doing}: {text}")
-
-
-def b64_to_hex(value: str | None) -> str | None:
-    """GCS reports digests in base64; specs and stats show hex."""
-    return None if value is None else base64.b64decode(value).hex()
-
-
-TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: HTTP 408/429/5xx, connection resets, timeouts, bodies cut
-    short. Looks through the whole exception chain, since client libraries wrap these. Missing
-    objects, permissions and changed sources are permanent: retrying would only delay the
-    message."""
-    import http.client
-
-    import requests
-    import urllib3
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, StorageError) and not isinstance(current, TransientStorageError):
-            return False
-        if isinstance(current, TransientStorageError):
-            return True
-        code = getattr(current, "code", None)
-        if isinstance(code, int) and code in TRANSIENT_HTTP_STATUS:
-            return True
-        status = getattr(getattr(current, "response", None), "status_code", None)
-        if isinstance(status, int) and status in TRANSIENT_HTTP_STATUS:
-            return True
-        if isinstance(
-            current,
-            ConnectionError
-            | TimeoutError
-            | http.client.IncompleteRead
-            | http.client.BadStatusLine
-            | requests.ConnectionError
-            | requests.Timeout
-            | requests.exceptions.ChunkedEncodingError
-            | urllib3.exceptions.ProtocolError
-            | urllib3.exceptions.TimeoutError,
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-# Patterns of credentials that must never reach a log line, a file or an error message.
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"ya29\.[A-Za-z0-9._-]+"),
-    re.compile(
-        r"(?i)(\"?(?:access_token|refresh_token|client_secret|private_key|id_token|token)\"?"
-        r"\s*[:=]\s*\"?)[^\"&\s,}]+"
-    ),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
-]
-_known_secrets: set[str] = set()
-
-
-def register_secret(value: str | None) -> None:
-    """Remember a credential value (a token, a key) so `redact` removes it wherever it appears."""
-    if value and len(value) >= 8:
-        _known_secrets.add(value)
-
-
-def redact(text: str) -> str:
-    """`text` with bearer tokens, OAuth tokens, private keys and registered secrets removed."""
-    for secret in _known_secrets:
-        text = text.replace(secret, "[redacted]")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
-    return text
-
-
-class RedactingFilter(logging.Filter):
-    """Removes credentials from log records before any handler sees them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, ()
-        return True
-
-
-# Loggers that write server responses or exception texts; some servers echo request headers.
-# (A filter on a logger applies to the records created there, so each is named.)
-for _name in (
-    "google.api_core.retry",
-    "google.cloud.storage",
-    "google.resumable_media",
-    "urllib3.connectionpool",
-    "objectron_wds.storage",
-):
-    logging.getLogger(_name).addFilter(RedactingFilter())
