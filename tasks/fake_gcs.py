@@ -3,21 +3,22 @@
 
 The wrapper's own launcher pipes the server's stderr without reading it, and the server then
 blocks after a few hundred requests; so the binary is started here directly, quiet
-(`-log-level warn`) and with its output going to a file.
+(`-log-level warn`), through tasks.processes (output to a file, its own process group).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import socket
-import subprocess
-import tempfile
-import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from tasks.processes import ManagedProcess, free_port
+
+__all__ = ["FakeGcsServer", "fake_gcs_binary", "free_port"]
 
 
 def fake_gcs_binary() -> Path:
@@ -41,27 +42,29 @@ def fake_gcs_binary() -> Path:
     return binary
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class FakeGcsServer:
     """Start with `start()` (or `with FakeGcsServer() as server:`); `server.url` is the value for
     STORAGE_EMULATOR_HOST. `root` set means the filesystem backend (objects survive a restart and
-    many thousands of objects stay fast); None means the in-memory backend."""
+    many thousands of objects stay fast); None means the in-memory backend. Its output goes to
+    `log_path` (a temporary file when None). `parent_death_signal`: see
+    tasks.processes.ManagedProcess."""
 
     root: Path | None = None
     port: int = 0
     log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    parent_death_signal: int | None = None
+    process: ManagedProcess | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("fake-gcs-server has not been started")
+        return self.process.pid
 
     def start(self, timeout: float = 30.0) -> FakeGcsServer:
         if self.port == 0:
@@ -79,35 +82,20 @@ class FakeGcsServer:
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             args += ["-backend", "filesystem", "-filesystem-root", str(self.root)]
-        if self.log_path is None:
-            self.log_path = Path(tempfile.mkstemp(prefix="fake-gcs-", suffix=".log")[1])
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"fake-gcs-server exited with {self.process.returncode}: "
-                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"fake-gcs-server did not answer on {self.url} within {timeout:.0f} s")
+        self.process = ManagedProcess(
+            "fake-gcs-server",
+            args,
+            log_path=self.log_path,
+            ready=f"{self.url}/storage/v1/b",
+            ready_timeout=timeout,
+            parent_death_signal=self.parent_death_signal,
+        ).start()
+        self.log_path = self.process.log_path
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            self.process.stop()
         self.process = None
 
     def create_bucket(self, name: str) -> None:
