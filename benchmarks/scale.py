@@ -14,8 +14,8 @@ for the server to settle and reports: flow time, build task runs recorded vs sha
 many finished), health latency (max, p99, probes over 1 s, failures), events the server dropped
 ("Subscription queue is full" in its log), and the server's RSS.
 
-A run longer than --time-limit (default 40 min) is stopped (the flow process, by its PID) and
-reported as far as it got.
+A run longer than --time-limit (default 40 min) is stopped (the flow process and what it
+started, through its process group) and reported as far as it got.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import json
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,13 +40,13 @@ from benchmarks.common import (
     ROOT,
     PostgresCluster,
     PrefectServer,
-    full_scale_keys,
     http_latency,
     machine_facts,
     run_convert_flow,
-    write_tiny_source,
 )
 from benchmarks.flow_runs import count_task_runs, post_json
+from benchmarks.synthetic import full_scale_keys, write_tiny_source
+from tasks.processes import ManagedProcess
 
 
 def tree_rss_kib(pid: int) -> int:
@@ -237,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     postgres: PostgresCluster | None = None
     server: PrefectServer | None = None
     watcher: Watcher | None = None
-    flow_process: subprocess.Popen[bytes] | None = None
+    flow_process: ManagedProcess | None = None
     report: dict[str, Any] = {"facts": facts, "args": {k: str(v) for k, v in vars(args).items()}}
     try:
         database_url = None
@@ -248,12 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         server = PrefectServer(work / "prefect-home", database_url=database_url)
         started = time.monotonic()
         server.start()
-        assert server.process is not None
         log(
             f"prefect server {server.api_url} ({args.db}) healthy after "
             f"{time.monotonic() - started:.0f} s"
         )
-        watcher = Watcher(server.api_url, server.process.pid).start()
+        watcher = Watcher(server.api_url, server.pid).start()
 
         params = {
             "source": str(source), "dest": str(dest),
@@ -263,29 +261,24 @@ def main(argv: list[str] | None = None) -> int:
         env = server.client_env()
         env["PREFECT_LOGGING_LEVEL"] = "WARNING"  # console only; run logs still go to the API
         flow_log = work / "flow.log"
-        with open(flow_log, "ab") as handle:
-            flow_process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "_flow", json.dumps(params),
-                 str(result_file)],
-                env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        flow_process = ManagedProcess(
+            "flow",
+            [sys.executable, str(Path(__file__).resolve()), "_flow", json.dumps(params),
+             str(result_file)],
+            env, flow_log, cwd=ROOT, parent_death_signal=signal.SIGTERM, grace=30,
+        ).start()  # fmt: skip
         flow_started = time.monotonic()
         log(f"flow process {flow_process.pid} started; log {flow_log}")
         stopped = False
         next_report = 0.0
-        while flow_process.poll() is None:
+        while flow_process.running():
             elapsed = time.monotonic() - flow_started
             if elapsed > args.time_limit:
                 log(
                     f"time limit {args.time_limit:.0f} s reached: stopping flow process "
                     f"{flow_process.pid}"
                 )
-                flow_process.send_signal(signal.SIGTERM)
-                try:
-                    flow_process.wait(30)
-                except subprocess.TimeoutExpired:
-                    flow_process.kill()
-                    flow_process.wait()
+                flow_process.stop()  # SIGTERM to its process group, SIGKILL after 30 s
                 stopped = True
                 break
             time.sleep(5)
@@ -327,9 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if watcher is not None:
             watcher.stop()
-        if flow_process is not None and flow_process.poll() is None:
-            flow_process.kill()
-            flow_process.wait()
+        if flow_process is not None:
+            flow_process.stop(grace=5)
         if server is not None:
             server.stop()
         if postgres is not None:
