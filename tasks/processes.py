@@ -128,7 +128,10 @@ class ManagedProcess:
     server that stops on SIGTERM does).
 
     `sigterms`: how many SIGTERMs `stop()` sends before SIGKILL, spread over the grace period
-    (a Prefect worker that is running a flow only leaves on the second).
+    (a Prefect worker that is running a flow only leaves on the second). `terminate_group`:
+    SIGTERM to the whole group (the default), or False: to the process alone, for one that
+    stops its own children in order (a flow run with its decode workers); SIGKILL always goes
+    to the whole group.
     """
 
     name: str
@@ -141,6 +144,7 @@ class ManagedProcess:
     parent_death_signal: int | None = None
     grace: float = 10.0
     sigterms: int = 1
+    terminate_group: bool = True
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _stopped: bool = field(default=False, init=False, repr=False)
 
@@ -236,8 +240,9 @@ class ManagedProcess:
             delay = min(delay * 2, 0.5)
 
     def stop(self, grace: float | None = None) -> None:
-        """SIGTERM to the process group (`sigterms` times, spread over `grace` seconds) until
-        the leader and every other member have left, then SIGKILL to whatever is left."""
+        """SIGTERM to the process group, or to the process alone (`sigterms` times, spread
+        over `grace` seconds) until the leader and every other member of its group have left,
+        then SIGKILL to whatever is left of the group."""
         if self.process is None or self._stopped:
             return
         grace = self.grace if grace is None else grace
@@ -246,7 +251,10 @@ class ManagedProcess:
         empty = False
         for number in range(1, max(1, self.sigterms) + 1):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
+                if self.terminate_group:
+                    os.killpg(pgid, signal.SIGTERM)
+                elif self.process.poll() is None:  # not reaped yet, so the PID is still its
+                    os.kill(pgid, signal.SIGTERM)
             empty = self._wait_for_group(pgid, started + grace * number / max(1, self.sigterms))
             if empty:
                 break

@@ -149,25 +149,31 @@ def test_a_process_not_ready_in_time_is_stopped_and_reported(tmp_path: Path) -> 
     assert process.returncode == -signal.SIGTERM  # stopped by start(), not left running
 
 
-GROUP_LEADER = """
-import pathlib, signal, subprocess, sys, time
-# A grandchild that ignores SIGTERM: only the group's SIGKILL ends it.
-child = subprocess.Popen([sys.executable, "-c",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
-pathlib.Path(sys.argv[1]).write_text(f"{child.pid}\\n")
+# A grandchild that notes a SIGTERM and goes on, so only the group's SIGKILL ends it; it writes
+# its PID once its handler is in place.
+GRANDCHILD = """
+import os, pathlib, signal, sys, time
+def note(signum, frame):
+    pathlib.Path(sys.argv[2]).write_text("SIGTERM")
+signal.signal(signal.SIGTERM, note)
+pathlib.Path(sys.argv[1]).write_text(f"{os.getpid()}\\n")
 time.sleep(300)
 """
+GROUP_LEADER = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(300)"
 
 
-def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
-    pid_file = tmp_path / "grandchild.pid"
+@pytest.mark.parametrize("terminate_group", [True, False])
+def test_stop_ends_the_whole_process_group(tmp_path: Path, terminate_group: bool) -> None:
+    pid_file, noted = tmp_path / "grandchild.pid", tmp_path / "grandchild.sigterm"
+    grandchild_args = [PYTHON, "-c", GRANDCHILD, str(pid_file), str(noted)]
     process = ManagedProcess(
         "group leader",
-        [PYTHON, "-c", GROUP_LEADER, str(pid_file)],
+        [PYTHON, "-c", GROUP_LEADER, *grandchild_args],
         log_path=tmp_path / "leader.log",
         ready=pid_file.exists,
         ready_timeout=20,
         grace=1.0,
+        terminate_group=terminate_group,
     ).start()
     grandchild = int(wait_for_file(pid_file))
     grandchild_started = start_time(grandchild)
@@ -180,6 +186,9 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
         assert gone(grandchild, grandchild_started, within=5), "the grandchild outlived stop()"
         assert time.monotonic() - began < 8  # SIGKILL after the 1 s grace, not much later
         assert not process.running()
+        assert process.returncode == -signal.SIGTERM  # the leader left on SIGTERM
+        # SIGTERM reached the grandchild only when sent to the group.
+        assert noted.exists() == terminate_group, (tmp_path / "leader.log").read_text()
     finally:
         kill_if_alive(grandchild, grandchild_started)
         process.stop()
