@@ -266,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, str(Path(__file__).resolve()), "_flow", json.dumps(params),
              str(result_file)],
             env, flow_log, cwd=ROOT, parent_death_signal=signal.SIGTERM, grace=30,
+            # SIGTERM to the flow process alone: it stops its decode workers itself. Signalled
+            # too, they died mid-request, the flow went on decoding in its build threads and
+            # had not stopped 30 s later.
+            terminate_group=False,
         ).start()  # fmt: skip
         flow_started = time.monotonic()
         log(f"flow process {flow_process.pid} started; log {flow_log}")
@@ -278,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"time limit {args.time_limit:.0f} s reached: stopping flow process "
                     f"{flow_process.pid}"
                 )
-                flow_process.stop()  # SIGTERM to its process group, SIGKILL after 30 s
+                flow_process.stop()  # SIGTERM, then SIGKILL to its group after 30 s
                 stopped = True
                 break
             time.sleep(5)
