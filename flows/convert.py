@@ -11,10 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-if __package__ in (
-    None,
-    "",
-):  # loaded by path (an entry point): project importable
+# Loaded by path (a deployment entry point): make the project importable.
+if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow, get_run_logger
@@ -26,9 +24,10 @@ from flows.artifacts import RunReport
 from flows.backpressure import ServerBackPressure
 from flows.bounded import run_bounded
 from tasks.build import STATUS_BUILT, STATUS_CACHED, ShardStats, build
-from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_parameters
+from tasks.checks import preflight
 from tasks.index import write_index
 from tasks.listing import list_source
+from tasks.parameters import MAX_CONCURRENCY, InvalidInput, validate_parameters
 from tasks.planning import plan_shards
 from tasks.policy import existing_tag_limit
 from tasks.samples import assemble

@@ -23,8 +23,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.checks import InvalidInput
 from tasks.claims import remove_dead_claims
+from tasks.parameters import InvalidInput
 from tasks.planning import ShardPlan
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.samples import ANNOTATION, GEOMETRY, METADATA, Sample
