@@ -230,3 +230,19 @@ def test_a_killed_convert_leaves_no_process_behind(
     while (left := _processes_with_home(home)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == [], f"left running after SIGKILL: {left}"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_ui_or_deployment_run_fails_with_the_same_line_as_its_state_message(
+    new_bucket: str,
+) -> None:
+    """The flow runs the command's checks itself: a run started from the UI or a deployment
+    with a bad value fails with the line the command prints, and writes nothing."""
+    for parameters, line in [
+        ({"shard_size": 0}, "shard_size must be a whole number of samples >= 1, got 0"),
+        ({"concurrency": 65}, "concurrency must be between 1 and 64, got 65"),
+    ]:
+        state = objectron_to_wds(dest=new_bucket, return_state=True, **parameters)
+        assert state.is_failed()
+        assert state.message is not None and line in state.message, state.message
+    assert list(open_storage(new_bucket).list()) == []
