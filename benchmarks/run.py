@@ -60,7 +60,7 @@ from benchmarks.common import (
     synthetic_listing,
     write_tiny_source,
 )
-from tasks.build import FIXED_MTIME, ShardStats, build_shard, read_pieces
+from tasks.build import build_shard
 from tasks.fake_gcs import FakeGcsServer
 from tasks.index import write_shard_index
 from tasks.listing import list_source_api, parse_listing_file, resolve_listed_names
@@ -75,7 +75,9 @@ from tasks.objectron.sample_data import (
 from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, parse_split_index, split_index_names
 from tasks.specs import ShardSpec, make_spec, read_spec, upload_specs
+from tasks.stats import ShardStats
 from tasks.storage import LocalStorage, Storage, open_storage
+from tasks.tar import FIXED_MTIME, read_pieces
 
 # --- configuration -------------------------------------------------------------------------
 

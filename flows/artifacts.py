@@ -19,7 +19,7 @@ from prefect.artifacts import (
 )
 
 from flows.progress import RunProgress, publish
-from tasks.build import ShardStats
+from tasks.stats import ShardStats
 
 PROGRESS_KEY = "objectron-wds-progress"
 TABLE_KEY = "objectron-wds-shards"

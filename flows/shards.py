@@ -11,9 +11,10 @@ from prefect.futures import PrefectFuture
 from flows.artifacts import RunReport
 from flows.backpressure import ServerBackPressure
 from flows.bounded import run_bounded
-from tasks.build import STATUS_CACHED, ShardStats, build
+from tasks.build import STATUS_CACHED, build
 from tasks.policy import existing_tag_limit
 from tasks.specs import SpecUpload
+from tasks.stats import ShardStats
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.backpressure import ServerBackPressure
 from flows.bounded import run_bounded
 from flows.progress import RunProgress, publish
-from tasks.build import ShardStats, build
+from tasks.build import build
 from tasks.parameters import MAX_CONCURRENCY, InvalidInput, check_concurrency
 from tasks.specs import ShardFiles, read_spec
+from tasks.stats import ShardStats
 from tasks.storage import StorageError, open_storage
 from tasks.verify import (
     STATUS_OK,

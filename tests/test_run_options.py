@@ -16,7 +16,7 @@ from flows import artifacts
 from flows.cli import build_parser
 from flows.convert import objectron_to_wds
 from flows.dask_runner import flow_with_task_runner
-from tasks.build import ShardStats
+from tasks.stats import ShardStats
 
 ROOT = Path(__file__).resolve().parent.parent
 
