@@ -25,12 +25,13 @@ from benchmarks.common import ROOT, PrefectServer, run_convert_flow, run_forked
 from benchmarks.flow_runs import count_task_runs_settled
 from benchmarks.harness import Bench, Row, yes
 from benchmarks.synthetic import full_scale_keys, write_tiny_source
-from tasks.build import ShardStats, build_shard
+from tasks.build import build_shard
 from tasks.index import write_shard_index
 from tasks.listing import list_source_api
 from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, parse_split_index, split_index_names
 from tasks.specs import make_spec, read_spec, upload_specs
+from tasks.stats import ShardStats
 from tasks.storage import Storage, open_storage
 
 

@@ -29,7 +29,7 @@ from urllib.parse import quote
 from webdataset import TarWriter  # imported here, so no measurement pays for the import
 
 from benchmarks.common import MB, cpu_seconds, proc_status_kib, run_forked
-from tasks.build import FIXED_MTIME, build_shard, read_pieces
+from tasks.build import build_shard
 from tasks.listing import list_source_api
 from tasks.objectron.decode_pool import decode_process_ids, shutdown_decode_processes
 from tasks.objectron.sample_data import write_sample_dataset
@@ -37,6 +37,7 @@ from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, parse_split_index, split_index_names
 from tasks.specs import ShardSpec, make_spec
 from tasks.storage import open_storage
+from tasks.tar import FIXED_MTIME, read_pieces
 
 # --- measurements in forked children --------------------------------------------------------
 

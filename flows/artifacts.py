@@ -18,7 +18,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from tasks.build import ShardStats
+from flows.progress import RunProgress, publish
+from tasks.stats import ShardStats
 
 PROGRESS_KEY = "objectron-wds-progress"
 TABLE_KEY = "objectron-wds-shards"
@@ -60,6 +61,7 @@ class RunReport:
         self._clock = clock
         self._shown = 0
         self._shown_at = clock()
+        self._failed = self._samples = self._bytes = 0
         # The sync twin returns the id here (a flow body is not a running event loop).
         self._artifact_id = cast(
             UUID,
@@ -67,6 +69,7 @@ class RunReport:
                 progress=0.0, key=PROGRESS_KEY, description=self._progress_text()
             ),
         )
+        publish(self.progress())
 
     @property
     def done(self) -> int:
@@ -76,9 +79,22 @@ class RunReport:
     def percent(self) -> float:
         return 100.0 if self.total == 0 else round(100.0 * self.done / self.total, 2)
 
+    def progress(self) -> RunProgress:
+        """The counts so far, for the command line's progress display (flows/progress.py)."""
+        return RunProgress(
+            stage="build",
+            total=self.total,
+            done=self.done,
+            failed=self._failed,
+            samples=self._samples,
+            bytes=self._bytes,
+        )
+
     def _progress_text(self) -> str:
-        failed = sum(row.status == STATUS_FAILED for row in self.rows)
-        return f"{self.description}: {self.done} of {self.total} shards finished, {failed} failed"
+        return (
+            f"{self.description}: {self.done} of {self.total} shards finished, "
+            f"{self._failed} failed"
+        )
 
     def shard_finished(self, stats: ShardStats) -> None:
         self._add(
@@ -90,6 +106,11 @@ class RunReport:
 
     def _add(self, row: ShardRow) -> None:
         self.rows.append(row)
+        # Running totals: summing the rows on every shard would be quadratic in the run.
+        self._failed += row.status == STATUS_FAILED
+        self._samples += row.samples
+        self._bytes += row.bytes
+        publish(self.progress())
         now = self._clock()
         due = int(self.percent) != self._shown and now - self._shown_at >= PROGRESS_EVERY_SECONDS
         if due or row.status == STATUS_FAILED or self.done == self.total:

@@ -1,22 +1,51 @@
-"""The `objectron-wds` command: `convert`, `setup`, `sample-data` and `demo`.
+"""The `objectron-wds` command: `convert`, `verify`, `setup`, `sample-data` and `demo`.
 
 `convert` takes every parameter of the `objectron-to-wds` flow as an option; the options and
-their help text are generated from the flow's signature and docstring, so the command, the
-Prefect UI form and the README describe the same parameters in the same words.
+their help text come from the flow's signature and docstring (flows/options.py reads them
+without importing Prefect), so the command, the Prefect UI form and the README describe the same
+parameters in the same words.
+
+How a command meets a person:
+- A bad parameter is refused before Prefect is imported, any server starts or any storage is
+  touched: one line naming the parameter, its value and what is allowed; exit 2. The flows run
+  the same checks (tasks/parameters.py), so a UI or deployment run fails with the same line.
+- Source and destination are checked before the run starts (exit 2, nothing written).
+- Without PREFECT_API_URL the command starts a temporary Prefect server of its own, which ends
+  with the command, also when the command is killed (flows/server.py).
+- While it runs: a live progress display on a terminal, a line every few seconds otherwise;
+  Prefect's per-task INFO lines only with -v (warnings and errors always).
+- At the end: a short table (or `--json`). Expected failures print their message, never a
+  traceback; an unexpected error keeps its traceback.
+
+Exit codes: 0 done; 1 the run ended but is incomplete (shards failed to build, verification
+found bad or missing shards, a storage error); 2 refused, nothing written (a bad parameter, an
+unusable source or destination, a destination planned differently, no samples); 3 an
+unexpected error (its traceback is shown); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flows.options import FlowParameter, add_flow_options, flow_parameters
+from tasks.parameters import InvalidInput, check_concurrency, validate_parameters
+
+if TYPE_CHECKING:
+    from flows.server import TemporaryPrefectServer
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_REFUSED, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Seconds between progress lines when the output is not a terminal (CI logs, pipes).
+DEFAULT_PROGRESS_INTERVAL = 10.0
 
 # Prefect settings for a quiet, quick start on a machine without internet access. Set before
 # Prefect is imported; a user's own environment wins.
@@ -33,93 +62,261 @@ def apply_offline_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def _flow_parameters() -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """The flow's parameters as Prefect's UI sees them: JSON schema with descriptions."""
-    from prefect.utilities.callables import parameter_schema
-
-    from flows.convert import objectron_to_wds
-
-    schema = parameter_schema(objectron_to_wds.fn).model_dump()
-    return dict(schema["properties"]), set(schema.get("required", []))
+class Refused(Exception):
+    """The command will not run as asked; the message says why (exit 2)."""
 
 
-def _schema_type(prop: dict[str, Any]) -> str:
-    types = [prop.get("type")] + [option.get("type") for option in prop.get("anyOf", [])]
-    for candidate in ("boolean", "integer", "array", "string"):
-        if candidate in types:
-            return candidate
-    return "string"
+def convert_parameters() -> list[FlowParameter]:
+    return flow_parameters("convert.py", "objectron_to_wds")
 
 
-def _add_convert_options(parser: argparse.ArgumentParser) -> None:
-    properties, required = _flow_parameters()
-    for name, prop in sorted(properties.items(), key=lambda item: item[1].get("position", 0)):
-        option = "--" + name.replace("_", "-")
-        kind = _schema_type(prop)
-        help_text = " ".join(prop.get("description", "").split())
-        default = prop.get("default")
-        if kind == "boolean":
-            parser.add_argument(
-                option, dest=name, action=argparse.BooleanOptionalAction, default=default,
-                help=f"{help_text} (default: {default})",
-            )  # fmt: skip
-            continue
-        nullable = any(o.get("type") == "null" for o in prop.get("anyOf", []))
-        extra = " Pass 'none' for empty." if nullable and default is not None else ""
-        parser.add_argument(
-            option,
-            dest=name,
-            required=name in required,
-            default=default,
-            nargs="+" if kind == "array" else None,
-            choices=prop.get("enum"),
-            type=_converter(kind, nullable),
-            metavar=name.upper(),
-            help=f"{help_text}{extra} (default: {default})"
-            if name not in required
-            else f"{help_text} (required)",
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (and a pointer to --help) instead of the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_REFUSED, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- running flows from the command -------------------------------------------------------
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures the command explains in a line: their tracebacks help nobody at a terminal."""
+    from flows.convert import ShardsFailed
+    from flows.verify import VerificationFailed
+    from tasks.storage import StorageError
+
+    return (InvalidInput, StorageError, ShardsFailed, VerificationFailed)
+
+
+@contextlib.contextmanager
+def flow_session(
+    args: argparse.Namespace, *, preflight: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Everything a flow run from the command needs around it: Prefect's server (PREFECT_API_URL,
+    or a temporary one started here), the terminal's log handler, the progress display.
+
+    `preflight` (checks of the source and destination) runs while the server starts, so a
+    refused run costs no wait for it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.server import TemporaryPrefectServer
+
+    with contextlib.ExitStack() as stack:
+        server = None
+        if not _api_url_configured():
+            server = TemporaryPrefectServer(Path(args.log_dir)).start()
+            stack.callback(_stop_server, server)
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+        if preflight is not None:
+            preflight()
+        if server is not None:
+            server.wait_ready()
+        with _terminal(args):
+            yield
+
+
+def _stop_server(server: TemporaryPrefectServer) -> None:
+    _flush_to_server()
+    server.stop()
+
+
+@contextlib.contextmanager
+def _terminal(args: argparse.Namespace) -> Iterator[None]:
+    """Log lines for a person, and the progress display unless --no-progress."""
+    from flows.console import ProgressDisplay, terminal_console
+
+    console = terminal_console(_console_level(args), _expected_errors(), quiet=not args.verbose)
+    if args.no_progress:
+        yield
+        return
+    display = ProgressDisplay(
+        console, live=console.is_terminal, interval=args.progress_interval, out=sys.stderr
+    )
+    with display.showing():
+        yield
+
+
+def _flush_to_server() -> None:
+    """Send the log lines and events still queued to the server before it stops (Prefect's
+    workers send them in the background; at exit they would find the server gone)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    EventsWorker.drain_all(timeout=5)
+
+
+def _console_level(args: argparse.Namespace) -> int:
+    if args.log_level:
+        return int(logging.getLevelName(args.log_level.upper()))
+    return logging.INFO if args.verbose else logging.WARNING
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every command that runs a flow: what the terminal shows."""
+    shown = parser.add_argument_group("what the command shows")
+    shown.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show Prefect's INFO log lines (each task run's start, end and counts)",
+    )  # fmt: skip
+    shown.add_argument(
+        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper,
+        help="the lowest level of log line shown (default WARNING, INFO with -v)",
+    )  # fmt: skip
+    shown.add_argument("--json", action="store_true", help="print the summary as JSON")
+    shown.add_argument(
+        "--no-progress", action="store_true", help="no progress display or progress lines"
+    )
+    shown.add_argument(
+        "--progress-interval", type=_positive_seconds, default=DEFAULT_PROGRESS_INTERVAL,
+        metavar="SECONDS",
+        help="without a terminal, a progress line every this many seconds "
+        f"(default {DEFAULT_PROGRESS_INTERVAL:g})",
+    )  # fmt: skip
+    shown.add_argument(
+        "--log-dir", default=str(Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()),
+        help="where the temporary Prefect server's log goes when one is started "
+        "(default: PREFECT_HOME)",
+    )  # fmt: skip
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+# --- convert --------------------------------------------------------------------------------
+
+
+def _convert_values(args: argparse.Namespace) -> dict[str, Any]:
+    values = {parameter.name: getattr(args, parameter.name) for parameter in convert_parameters()}
+    if values.get("classes") == [None]:  # `--classes none`
+        values["classes"] = None
+    return values
+
+
+def _check_convert(values: dict[str, Any], args: argparse.Namespace) -> None:
+    """The checks that need no I/O, in the flow's own words (tasks/parameters.py)."""
+    if not values["dest"].strip():
+        raise InvalidInput("dest is empty: give gs://BUCKET/PREFIX or a folder")
+    validate_parameters(
+        shard_size=values["shard_size"],
+        max_shards=values["max_shards"],
+        concurrency=values["concurrency"],
+        chunk_size_mib=values["chunk_size_mib"],
+        series=values["series"],
+    )
+    if args.dask_address and args.task_runner != "dask":
+        raise Refused("--dask-address needs --task-runner dask")
+    if args.task_runner == "dask" and not _api_url_configured():
+        # Dask workers are other processes: they cannot use a server started for one command.
+        raise Refused(
+            "the Dask task runner needs a Prefect server that its workers can reach: start one "
+            "(`prefect server start`) and set PREFECT_API_URL"
         )
 
 
-def _converter(kind: str, nullable: bool) -> Any:
-    def convert(text: str) -> Any:
-        if nullable and text.lower() in ("none", "null", ""):
-            return None
-        if kind == "integer":
-            try:
-                return int(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        return text
+def _api_url_configured() -> bool:
+    """PREFECT_API_URL in the environment or in the user's Prefect profile."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import PREFECT_API_URL
 
-    return convert
+    return bool(PREFECT_API_URL.value())
 
 
 def _command_convert(args: argparse.Namespace) -> int:
-    from prefect.settings import PREFECT_API_URL
+    values = _convert_values(args)
+    _check_convert(values, args)
 
-    from flows.dask_runner import flow_with_task_runner
+    def preflight() -> None:
+        from tasks.checks import check_listing_file, check_locations
 
-    if args.task_runner == "dask" and not PREFECT_API_URL.value():
-        # Dask workers are other processes: they cannot use the temporary server Prefect starts
-        # for one command (they start servers of their own, which outlive the run).
-        print(
-            "objectron-wds convert: error: the Dask task runner needs a Prefect server that its "
-            "workers can reach: start one (`prefect server start`) and set PREFECT_API_URL",
-            file=sys.stderr,
+        check_locations(values["source"], values["dest"])
+        if values["listing_file"]:
+            check_listing_file(values["listing_file"])
+
+    started = time.monotonic()
+    with flow_session(args, preflight=preflight):
+        from flows.dask_runner import flow_with_task_runner
+
+        summary = flow_with_task_runner(args.task_runner, args.dask_address)(**values)
+    _print_summary(args, summary, "objectron-wds convert", _convert_rows(summary, started))
+    return EXIT_OK
+
+
+def _convert_rows(summary: dict[str, Any], started: float) -> list[tuple[str, str]]:
+    from flows.console import human_bytes, human_seconds
+
+    left_out = summary.get("left_out") or {}
+    return [
+        ("destination", str(summary["dest"])),
+        ("shards", f"{summary['shards']} planned: {summary['built']} built, "
+                   f"{summary['skipped']} already there, {summary['failed']} failed"),
+        ("samples", f"{summary['samples']:,}"),
+        ("bytes", f"{summary['tar_bytes']:,} ({human_bytes(summary['tar_bytes'])})"),
+        ("left out", ", ".join(f"{k}: {v}" for k, v in left_out.items()) or "nothing"),
+        ("shard index", str(summary["index"])),
+        ("time", human_seconds(time.monotonic() - started)),
+    ]  # fmt: skip
+
+
+def _print_summary(
+    args: argparse.Namespace, summary: dict[str, Any], title: str, rows: list[tuple[str, str]]
+) -> None:
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return
+    from flows.console import print_table
+
+    print_table(title, rows)
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+
+def _command_verify(args: argparse.Namespace) -> int:
+    check_concurrency(args.concurrency)
+    if not args.dest.strip():
+        raise InvalidInput("dest is empty: give the destination of a conversion")
+
+    def preflight() -> None:
+        from tasks.storage import StorageError, open_storage
+
+        try:
+            open_storage(args.dest).check_root()
+        except (StorageError, ValueError) as exc:
+            raise InvalidInput(f"destination {args.dest}: {exc}") from exc
+
+    started = time.monotonic()
+    with flow_session(args, preflight=preflight):
+        from flows.verify import verify_shards
+
+        summary = verify_shards(
+            dest=args.dest, series=args.series, repair=args.repair, concurrency=args.concurrency
         )
-        return 2
-    properties, _required = _flow_parameters()
-    parameters = {name: getattr(args, name) for name in properties}
-    summary = flow_with_task_runner(args.task_runner, args.dask_address)(**parameters)
-    print(json.dumps(summary, indent=1))
-    return 0
+    from flows.console import human_seconds
+
+    rows = [
+        ("destination", str(summary["dest"])),
+        ("shards", f"{summary['shards']}: {summary['ok']} ok"),
+        ("repaired", ", ".join(summary["repaired"]) or "none"),
+        ("report", str(summary["report"])),
+        ("time", human_seconds(time.monotonic() - started)),
+    ]
+    _print_summary(args, summary, "objectron-wds verify", rows)
+    return EXIT_OK
 
 
-def _add_setup_options(parser: argparse.ArgumentParser) -> None:
-    from deployments.setup import add_arguments
-
-    add_arguments(parser)
+# --- the other commands ---------------------------------------------------------------------
 
 
 def _command_setup(args: argparse.Namespace) -> int:
@@ -128,23 +325,8 @@ def _command_setup(args: argparse.Namespace) -> int:
     try:
         run_setup(options_from_args(args))
     except SetupError as exc:
-        print(f"objectron-wds setup: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _command_verify(args: argparse.Namespace) -> int:
-    from flows.verify import VerificationFailed, verify_shards
-
-    try:
-        summary = verify_shards(
-            dest=args.dest, series=args.series, repair=args.repair, concurrency=args.concurrency
-        )
-    except VerificationFailed as exc:
-        print(f"objectron-wds verify: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=1))
-    return 0
+        raise Refused(str(exc)) from exc
+    return EXIT_OK
 
 
 def _command_sample_data(args: argparse.Namespace) -> int:
@@ -159,35 +341,39 @@ def _command_sample_data(args: argparse.Namespace) -> int:
         f"{len(dataset.annotated)} annotated videos, {len(dataset.unannotated)} without "
         f"annotation, {len(dataset.placeholders)} 0-byte placeholders."
     )
-    return 0
+    return EXIT_OK
 
 
 def _command_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
-    return run_demo(
-        videos=args.videos,
-        shard_size=args.shard_size,
-        max_shards=args.max_shards,
-        keep_running=args.keep_running,
-        workdir=Path(args.workdir),
-    )
+    with flow_session(args):
+        return run_demo(
+            videos=args.videos,
+            shard_size=args.shard_size,
+            max_shards=args.max_shards,
+            keep_running=args.keep_running,
+            workdir=Path(args.workdir),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="objectron-wds",
         description="Convert Objectron (gs://objectron) into WebDataset shards with Prefect.",
+        epilog="Exit codes: 0 done; 1 finished incomplete (failed shards, bad shards found); "
+        "2 refused, nothing written; 3 unexpected error; 130 interrupted.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     convert = commands.add_parser(
         "convert",
         help="run the objectron-to-wds flow once, here",
-        description="Run the objectron-to-wds flow in this process (Prefect's local server or "
-        "PREFECT_API_URL records it). Every option is a flow parameter.",
+        description="Run the objectron-to-wds flow in this process (recorded by the Prefect "
+        "server at PREFECT_API_URL, or by a temporary one that ends with the command). Every "
+        "option before the last groups is a flow parameter.",
     )
-    _add_convert_options(convert)
+    add_flow_options(convert, convert_parameters())
     convert.add_argument(
         "--task-runner",
         choices=("threads", "dask"),
@@ -201,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --task-runner dask: an existing Dask scheduler (tcp://HOST:8786); "
         "without it a temporary local cluster is started for the run",
     )
+    _add_run_options(convert)
     convert.set_defaults(handler=_command_convert)
 
     setup = commands.add_parser(
@@ -210,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
         "at PREFECT_API_URL: run it before `prefect deploy --all`, and again to change a "
         "setting. See deployments/setup.py.",
     )
-    _add_setup_options(setup)
+    from deployments.setup import add_arguments
+
+    add_arguments(setup)
     setup.set_defaults(handler=_command_setup)
 
     verify = commands.add_parser(
@@ -225,7 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--repair", action="store_true", help="rebuild exactly the bad and missing shards"
     )
-    verify.add_argument("--concurrency", type=int, default=4, help="shards checked at once")
+    verify.add_argument(
+        "--concurrency", type=int, default=4, help="shards checked at once (default 4)"
+    )
+    _add_run_options(verify)
     verify.set_defaults(handler=_command_verify)
 
     sample = commands.add_parser(
@@ -263,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="demo-output",
         help="folder for the emulator log and a local copy of the shards (default demo-output)",
     )
+    _add_run_options(demo)
     demo.set_defaults(handler=_command_demo)
     return parser
 
@@ -270,18 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     apply_offline_defaults()
     args = build_parser().parse_args(argv)
+    prog = f"objectron-wds {args.command}"
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
-        print("Interrupted. Completed shards stay; run the same command again to resume.")
-        return 130
+        print(
+            f"{prog}: interrupted. Completed shards stay; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except (InvalidInput, Refused) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except Exception as exc:
-        from tasks.checks import InvalidInput
-
-        # Bad input gets its message alone; anything else keeps the traceback in the logs above.
-        kind = "error" if isinstance(exc, InvalidInput) else type(exc).__name__
-        print(f"objectron-wds {args.command}: {kind}: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, InvalidInput) else 1
+        if isinstance(exc, _expected_errors()):
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EXIT_INCOMPLETE
+        traceback.print_exc()
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

@@ -7,30 +7,24 @@ Run it with `objectron-wds convert ...` or a deployment.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-if __package__ in (
-    None,
-    "",
-):  # loaded by path (an entry point): project importable
+# Loaded by path (a deployment entry point): make the project importable.
+if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.artifacts import RunReport
-from flows.backpressure import ServerBackPressure
-from flows.bounded import run_bounded
-from tasks.build import STATUS_BUILT, STATUS_CACHED, ShardStats, build
-from tasks.checks import MAX_CONCURRENCY, InvalidInput, preflight, validate_parameters
+from flows.shards import build_planned_shards
+from tasks.build import STATUS_BUILT
+from tasks.checks import preflight
 from tasks.index import write_index
 from tasks.listing import list_source
+from tasks.parameters import MAX_CONCURRENCY, InvalidInput, validate_parameters
 from tasks.planning import plan_shards
-from tasks.policy import existing_tag_limit
 from tasks.samples import assemble
 from tasks.specs import upload_shard_specs
 
@@ -145,43 +139,17 @@ def objectron_to_wds(
         sum(len(p.samples) for p in plans), len(plans), shard_size, shuffle_seed,
     )  # fmt: skip
     specs = upload_shard_specs(source, dest, plans, overwrite, decode)
-    existing = set(specs.existing_shards)
-    limit_tag = existing_tag_limit(concurrency_limit)
-    report = RunReport(len(specs.digests), f"{series} -> {dest}")
-
-    # A shard missing at the destination is always built, even if a cache record says it was
-    # built once (it may have been deleted since); a present one may be answered from the cache.
-    tags = {limit_tag} if limit_tag else set()
-    build_present = build.with_options(tags=tags)
-    build_missing = build.with_options(tags=tags, refresh_cache=True)
-    stats: list[ShardStats] = []
-    failures: list[str] = []
-
-    def collect(shard: str, future: PrefectFuture[ShardStats]) -> None:
-        try:
-            result = future.result()
-        except Exception as exc:
-            failures.append(f"{shard}: {type(exc).__name__}: {exc}")
-            report.shard_failed(shard, f"{type(exc).__name__}: {exc}")
-            return
-        if future.state.name == "Cached":
-            # The record is from the run that built it; this run did not build it again.
-            result = replace(result, status=STATUS_CACHED, seconds=0.0)
-            logger.info("%s: already exists (cached result of the run that built it)", shard)
-        stats.append(result)
-        report.shard_finished(result)
-
-    def submit(shard: str, digest: str) -> PrefectFuture[ShardStats]:
-        task = build_present if shard in existing else build_missing
-        return task.submit(source, dest, shard, digest, overwrite, chunk_size_mib)
-
-    pressure = ServerBackPressure("build ")
-    run_bounded(
-        submit, [(s, (s, d)) for s, d in specs.digests.items()], concurrency, collect, pressure
+    outcome = build_planned_shards(
+        source,
+        dest,
+        specs,
+        description=f"{series} -> {dest}",
+        concurrency=concurrency,
+        concurrency_limit=concurrency_limit,
+        overwrite=overwrite,
+        chunk_size_mib=chunk_size_mib,
     )
-    if pressure.waited_seconds >= 1:
-        logger.info("Waited %.0f s for the Prefect server to record runs", pressure.waited_seconds)
-    report.publish_table()
+    stats, failures = outcome.stats, outcome.failures
 
     built = sum(s.status == STATUS_BUILT for s in stats)
     summary: dict[str, Any] = {

@@ -26,10 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-if __package__ in (
-    None,
-    "",
-):  # loaded by path (an entry point): project importable
+# Loaded by path (a deployment entry point): make the project importable.
+if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import Flow

@@ -20,9 +20,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.backpressure import ServerBackPressure
 from flows.bounded import run_bounded
-from tasks.build import ShardStats, build
-from tasks.checks import MAX_CONCURRENCY, InvalidInput, check_concurrency
+from flows.progress import RunProgress, publish
+from tasks.build import build
+from tasks.parameters import MAX_CONCURRENCY, InvalidInput, check_concurrency
 from tasks.specs import ShardFiles, read_spec
+from tasks.stats import ShardStats
 from tasks.storage import StorageError, open_storage
 from tasks.verify import (
     STATUS_OK,
@@ -108,9 +110,21 @@ def verify_shards(
 
 def _verify_all(dest: str, bases: list[str], concurrency: int) -> dict[str, ShardVerdict]:
     verdicts: dict[str, ShardVerdict] = {}
+    progress = RunProgress("verify", total=len(bases))
+    publish(progress)
 
     def done(base: str, future: PrefectFuture[ShardVerdict]) -> None:
-        verdicts[base] = future.result()
+        nonlocal progress
+        verdict = verdicts[base] = future.result()
+        progress = RunProgress(
+            "verify",
+            total=progress.total,
+            done=progress.done + 1,
+            failed=progress.failed + (verdict.status != STATUS_OK),
+            samples=progress.samples + verdict.samples,
+            bytes=progress.bytes + verdict.tar_bytes,
+        )
+        publish(progress)
 
     pressure = ServerBackPressure("verify ")
     run_bounded(verify.submit, [(b, (dest, b)) for b in bases], concurrency, done, pressure)
@@ -128,10 +142,21 @@ def _rebuild(dest: str, bases: list[str], concurrency: int) -> list[str]:
         storage.delete(files.stats)
         calls.append((spec.shard, (spec.source_url, dest, spec.shard, spec.digest)))
     rebuilt: list[str] = []
+    progress = RunProgress("repair", total=len(calls))
+    publish(progress)
 
     def done(shard: str, future: PrefectFuture[ShardStats]) -> None:
-        future.result()
+        nonlocal progress
+        stats = future.result()
         rebuilt.append(shard)
+        progress = RunProgress(
+            "repair",
+            total=progress.total,
+            done=progress.done + 1,
+            samples=progress.samples + stats.samples,
+            bytes=progress.bytes + stats.tar_bytes,
+        )
+        publish(progress)
 
     run_bounded(build.with_options(refresh_cache=True).submit, calls, concurrency, done)
     return sorted(rebuilt)

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
-import google_crc32c
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
 
@@ -30,21 +27,19 @@ from tasks.objectron.decode_pool import DecodeKind, PendingDecode
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.samples import ANNOTATION, GEOMETRY
 from tasks.specs import MemberSpec, ShardFiles, ShardSpec
+from tasks.stats import DecodeFailure, MemberStats, ShardStats
 from tasks.storage import (
     AlreadyExists,
-    SourceChanged,
     Storage,
-    TransientStorageError,
-    b64_to_hex,
 )
-
-BLOCK = tarfile.BLOCKSIZE  # 512
-RECORD = tarfile.RECORDSIZE  # 10240: tar files are padded to whole records, as GNU tar does
-COPY_PIECE = 1024 * 1024
-# A fixed timestamp for every member (2020-11-04, the Objectron release), so output does not
-# depend on when it was built.
-FIXED_MTIME = 1604448000
-DIGEST_COMMENT_PREFIX = "objectron-wds spec sha256:"
+from tasks.tar import (
+    BLOCK,
+    DIGEST_COMMENT_PREFIX,
+    TarStreamWriter,
+    check_checksum,
+    read_recorded_digest,
+    read_whole,
+)
 
 # Raw members are decoded from memory; bigger ones (none in Objectron) are kept raw only.
 DECODE_MAX_BYTES = 256 * 1024 * 1024
@@ -57,133 +52,6 @@ STATUS_CACHED = "cached"
 
 class ShardConflict(Exception):
     """An object at the shard's name was built from a different spec (or is not ours)."""
-
-
-@dataclass
-class MemberStats:
-    name: str
-    size: int
-    crc32c: str  # hex, computed while streaming
-
-
-@dataclass
-class DecodeFailure:
-    """A raw member that could not be decoded: the raw bytes are kept, the JSON twin omitted."""
-
-    key: str
-    member: str
-    error: str
-
-
-@dataclass
-class ShardStats:
-    """What one shard holds; written beside it as `NAME.stats.json` once the tar is complete."""
-
-    shard: str
-    spec_digest: str
-    status: str
-    samples: int
-    tar_bytes: int
-    source_bytes: int
-    seconds: float
-    members: list[MemberStats] = field(default_factory=list)
-    decode_errors: list[DecodeFailure] = field(default_factory=list)
-
-    def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> ShardStats:
-        document = json.loads(data)
-        document["members"] = [MemberStats(**m) for m in document.get("members", [])]
-        document["decode_errors"] = [DecodeFailure(**d) for d in document.get("decode_errors", [])]
-        return cls(**document)
-
-
-def _member_header(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = FIXED_MTIME
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    # PAX: names longer than 100 bytes or not ASCII get an extended header instead of failing.
-    return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
-
-
-class TarStreamWriter:
-    """Writes a tar archive sequentially to a file object, member by member."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.offset = 0
-
-    def _write(self, data: bytes | memoryview) -> None:
-        self.out.write(data)
-        self.offset += len(data)
-
-    def _pad(self, multiple: int) -> None:
-        remainder = self.offset % multiple
-        if remainder:
-            self._write(bytes(multiple - remainder))
-
-    def write_global_header(self, headers: dict[str, str]) -> None:
-        self._write(tarfile.TarInfo.create_pax_global_header(headers))
-
-    def add_bytes(self, name: str, data: bytes) -> str:
-        """Add a member from memory; returns its CRC32C (hex)."""
-        self._write(_member_header(name, len(data)))
-        self._write(data)
-        self._pad(BLOCK)
-        return google_crc32c.Checksum(data).digest().hex()
-
-    def add_stream(self, name: str, size: int, reader: IO[bytes]) -> str:
-        """Copy exactly `size` bytes from `reader` as member `name`; returns its CRC32C (hex).
-
-        Raises:
-            SourceChanged: the reader ended before `size` bytes.
-        """
-        self._write(_member_header(name, size))
-        checksum = google_crc32c.Checksum()
-        for piece in read_pieces(reader, size, name):
-            checksum.update(piece)
-            self._write(piece)
-        self._pad(BLOCK)
-        return checksum.digest().hex()
-
-    def close(self) -> None:
-        """End-of-archive: two zero blocks, then padding to a whole record."""
-        self._write(bytes(2 * BLOCK))
-        self._pad(RECORD)
-
-
-def read_recorded_digest(head: bytes) -> str | None:
-    """The spec digest a shard recorded in its leading pax global header, or None."""
-    if len(head) < BLOCK:
-        return None
-    try:
-        info = tarfile.TarInfo.frombuf(head[:BLOCK], "utf-8", "strict")
-    except tarfile.HeaderError:
-        return None
-    if info.type != tarfile.XGLTYPE:
-        return None
-    payload = head[BLOCK : BLOCK + info.size].decode("utf-8", errors="replace")
-    for record in payload.split("\n"):
-        _length, _, keyvalue = record.partition(" ")
-        key, _, value = keyvalue.partition("=")
-        if key == "comment" and value.startswith(DIGEST_COMMENT_PREFIX):
-            return value[len(DIGEST_COMMENT_PREFIX) :]
-    return None
-
-
-def _check_checksum(member: MemberSpec, actual_hex: str, url: str) -> None:
-    expected = b64_to_hex(member.crc32c)
-    if expected is not None and expected != actual_hex:
-        # Same generation, different bytes: the read was corrupted in transit; a retry may cure.
-        raise TransientStorageError(
-            f"{url}: CRC32C {actual_hex} does not match the listing's {expected}"
-        )
 
 
 class _MemberWriter:
@@ -232,7 +100,7 @@ class _MemberWriter:
             if member.size > DECODE_MAX_BYTES:
                 self._fail(key, member.extension, f"too large to decode (> {DECODE_MAX_BYTES})")
                 continue
-            raw = _read_whole(self.source, member)
+            raw = read_whole(self.source, member)
             self.prefetched[(key, member.extension)] = raw
             self.pending[(key, member.extension)] = PendingDecode(
                 DECODE_KINDS[member.extension], raw
@@ -246,7 +114,7 @@ class _MemberWriter:
         else:
             with self.source.open_read(member.source, member.generation) as reader:
                 crc = tar.add_stream(member.name, member.size, reader)
-        _check_checksum(member, crc, self.source.url_for(member.source))
+        check_checksum(member, crc, self.source.url_for(member.source))
         self.stats.append(MemberStats(member.name, member.size, crc))
 
     def _decoded(self, member: MemberSpec) -> bytes | None:
@@ -268,28 +136,6 @@ class _MemberWriter:
         document = json.loads(member.text)
         document["decode_errors"] = errors
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-
-def read_pieces(reader: IO[bytes], size: int, name: str) -> Iterator[bytes]:
-    """Exactly `size` bytes of `reader`, in pieces of at most COPY_PIECE.
-
-    Raises:
-        SourceChanged: the reader ended before `size` bytes.
-    """
-    remaining = size
-    while remaining:
-        piece = reader.read(min(COPY_PIECE, remaining))
-        if not piece:
-            raise SourceChanged(f"{name}: source ended after {size - remaining} of {size} bytes")
-        yield piece
-        remaining -= len(piece)
-
-
-def _read_whole(source: Storage, member: MemberSpec) -> bytes:
-    """Exactly `member.size` bytes of a source member, from its planned generation."""
-    assert member.source is not None and member.size is not None
-    with source.open_read(member.source, member.generation) as reader:
-        return b"".join(read_pieces(reader, member.size, member.name))
 
 
 def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardStats:
@@ -390,12 +236,19 @@ def _write_shard(
     )
     started = time.monotonic()
     members = _MemberWriter(source, spec)
+    frames = None
     try:
         with dest.open_create(files.tar) as out:
             tar = TarStreamWriter(out)
             tar.write_global_header({"comment": f"{DIGEST_COMMENT_PREFIX}{digest}"})
-            for member in spec.members:
-                members.write(tar, member)
+            if spec.frames is None:
+                for member in spec.members:
+                    members.write(tar, member)
+            else:
+                # A frame shard: its members are made from its videos (tasks/frames/shard.py).
+                from tasks.frames.shard import write_frame_samples
+
+                frames = write_frame_samples(tar, source, spec)
             tar.close()
             tar_bytes = tar.offset
     except AlreadyExists:
@@ -405,12 +258,13 @@ def _write_shard(
         shard=spec.shard,
         spec_digest=digest,
         status=STATUS_BUILT,
-        samples=spec.samples,
+        samples=spec.samples if frames is None else frames.samples,
         tar_bytes=tar_bytes,
         source_bytes=sum(m.size or 0 for m in spec.members),
         seconds=round(time.monotonic() - started, 3),
-        members=members.stats,
+        members=members.stats if frames is None else frames.members,
         decode_errors=members.failures,
+        reported=[] if frames is None else frames.reported,
     )
     if members.failures:
         first = members.failures[0]
@@ -418,6 +272,12 @@ def _write_shard(
             f"{spec.shard}: {len(members.failures)} member(s) kept raw, not decoded (all listed "
             f"in {files.stats} and in each sample's json); first: {first.key}.{first.member}: "
             f"{first.error}"
+        )
+    if stats.reported:
+        first_video = stats.reported[0]
+        log(
+            f"{spec.shard}: {len(stats.reported)} video(s) gave no samples (listed in "
+            f"{files.stats}); first: {first_video.video}: {first_video.reason}"
         )
     # Stats are derived data written after the shard: replaced, not create-only.
     dest.replace_bytes(files.stats, stats.to_json())

@@ -11,45 +11,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.planning import validate_plan_parameters
+from tasks.parameters import InvalidInput
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.storage import GcsStorage, LocalStorage, StorageError, is_inside, open_storage
-
-MAX_CONCURRENCY = 64
-
-
-class InvalidInput(ValueError):
-    """The run's parameters or locations cannot work; nothing was written."""
-
-
-def check_concurrency(concurrency: int) -> None:
-    """Shards handled at the same time by one run: 1 to MAX_CONCURRENCY."""
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise InvalidInput(
-            f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}"
-        )
-
-
-def validate_parameters(
-    *,
-    shard_size: int,
-    max_shards: int | None,
-    concurrency: int,
-    chunk_size_mib: int,
-    series: str,
-) -> None:
-    """Check the numeric and naming parameters (no I/O)."""
-    try:
-        validate_plan_parameters(shard_size, max_shards)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    check_concurrency(concurrency)
-    if not 1 <= chunk_size_mib <= 256:
-        raise InvalidInput(f"chunk_size_mib must be between 1 and 256, got {chunk_size_mib}")
-    if not series or not all(c.isalnum() or c in "_-" for c in series):
-        raise InvalidInput(
-            f"series {series!r} must be letters, digits, '_' or '-' (it starts every shard name)"
-        )
 
 
 def check_listing_file(location: str) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.build import ShardStats
 from tasks.policy import RETRY_POLICY, redact_errors
+from tasks.stats import ShardStats
 from tasks.storage import Storage
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.checks import InvalidInput
+from tasks.parameters import InvalidInput
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.storage import ObjectInfo, Storage
 

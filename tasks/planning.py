@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tasks.parameters import validate_plan_parameters
 from tasks.samples import Sample
 
 SHARD_NUMBER_DIGITS = 6
@@ -27,19 +28,6 @@ class ShardPlan:
 def shard_name(series: str, number: int) -> str:
     """`objectron-000042`: zero-padded so names sort in shard order."""
     return f"{series}-{number:0{SHARD_NUMBER_DIGITS}d}"
-
-
-def validate_plan_parameters(shard_size: int, max_shards: int | None) -> None:
-    """Raise ValueError with a clear message for parameters no plan can satisfy."""
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a whole number of samples >= 1, got {shard_size!r}")
-    if max_shards is not None and (
-        isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 1
-    ):
-        raise ValueError(
-            f"max_shards must be a whole number >= 1, or left empty for all shards; "
-            f"got {max_shards!r}"
-        )
 
 
 def plan_shards(

@@ -70,6 +70,11 @@ def http_answers(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def http_ready(url: str) -> Callable[[], bool]:
+    """A readiness check: `url` answers a GET with 2xx."""
+    return lambda: http_answers(url)
+
+
 def _die_with_parent(sig: int, parent_pid: int) -> Callable[[], None]:
     """A `preexec_fn` that asks the kernel for `sig` when the parent dies (PR_SET_PDEATHSIG).
 
@@ -116,10 +121,10 @@ class ManagedProcess:
     session of its own, stopped through its process group.
 
     `start()` starts it and, with `ready` set, waits up to `ready_timeout` seconds until it is
-    ready; a process that exits meanwhile or is not ready in time is stopped and a
-    `ProcessStartError` quotes the end of its log. `with ManagedProcess(...) as p:` starts it
-    (if not yet started) and stops it however the block ends. `stop()` may be called any number
-    of times.
+    ready (or call `wait_until(ready, timeout)` later); a process that exits meanwhile or is
+    not ready in time is stopped and a `ProcessStartError` quotes the end of its log.
+    `with ManagedProcess(...) as p:` starts it (if not yet started) and stops it however the
+    block ends. `stop()` may be called any number of times.
 
     `parent_death_signal` (Linux only): the signal the kernel sends the process when its parent
     dies, SIGKILL included. The kernel counts the *thread* that started it as the parent: start
@@ -177,9 +182,9 @@ class ManagedProcess:
         self._stopped = False
         if self.ready is not None:
             try:
-                self.wait_until_ready(self.ready, self.ready_timeout)
+                self.wait_until(self.ready, self.ready_timeout)
             except BaseException:
-                self.stop()
+                self.stop()  # interrupted (KeyboardInterrupt): nothing is left behind either
                 raise
         return self
 
@@ -208,9 +213,17 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def wait_until_ready(self, ready: Readiness, timeout: float) -> None:
-        """Poll `ready` (quickly at first, then every half second) until it passes; raise
-        ProcessStartError when the process exits first or `timeout` seconds pass."""
+    def wait_until(self, ready: Readiness, timeout: float) -> None:
+        """Poll `ready` (quickly at first, then every half second) until it passes. When the
+        process exits first or `timeout` seconds pass, stop it (and its group) and raise
+        ProcessStartError. For a caller that does other work between start() and ready."""
+        try:
+            self._wait_until(ready, timeout)
+        except ProcessStartError:
+            self.stop()
+            raise
+
+    def _wait_until(self, ready: Readiness, timeout: float) -> None:
         what = f"answering GET {ready}" if isinstance(ready, str) else "ready"
         deadline = time.monotonic() + timeout
         delay = 0.05
@@ -324,6 +337,13 @@ def prefect_env(
         env["PREFECT_API_URL"] = api_url
     env.update(extra or {})
     return env
+
+
+def offline_prefect_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment, its PREFECT_* settings included (a person's PREFECT_HOME,
+    say), plus the offline settings and `extra`: for a process that acts for this one, such as
+    the command's temporary server. `prefect_env` is the one for processes of their own."""
+    return {**os.environ, **PREFECT_OFFLINE_ENV, **(extra or {})}
 
 
 @dataclass

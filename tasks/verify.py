@@ -25,10 +25,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from webdataset.tariterators import group_by_keys
 
-from tasks.build import BLOCK, DIGEST_COMMENT_PREFIX, ShardStats
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.specs import ShardFiles, ShardSpec
+from tasks.stats import ShardStats
 from tasks.storage import Storage, b64_to_hex
+from tasks.tar import BLOCK, DIGEST_COMMENT_PREFIX
 
 STATUS_OK, STATUS_BAD, STATUS_MISSING = "ok", "bad", "missing"
 READ_PIECE = 1024 * 1024

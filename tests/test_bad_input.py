@@ -11,9 +11,9 @@ import webdataset as wds
 
 from flows.cli import main
 from flows.convert import objectron_to_wds
-from tasks.checks import InvalidInput
 from tasks.fake_gcs import FakeGcsServer
 from tasks.objectron.sample_data import write_sample_dataset
+from tasks.parameters import InvalidInput
 from tasks.storage import open_storage
 from tests.conftest import SourceBucket
 from tests.fault_proxy import FaultPlan, FaultProxy

@@ -67,7 +67,7 @@ def start_convert(prefect_server: str, source: str, dest: str) -> subprocess.Pop
     }
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "convert", "--source", source, "--dest", dest, *ARGS,
-         "--concurrency-limit", "none"],
+         "--concurrency-limit", "none", "--verbose", "--json", "--no-progress"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

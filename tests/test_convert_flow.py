@@ -11,15 +11,16 @@ import pytest
 import webdataset as wds
 
 from flows.convert import NoSamples, objectron_to_wds
-from tasks.build import build_shard, read_recorded_digest
-from tasks.checks import InvalidInput
+from tasks.build import build_shard
 from tasks.listing import list_source_api, parse_listing_file, resolve_listed_names
 from tasks.objectron.decode import decode_annotation, decode_geometry
 from tasks.objectron.sample_data import write_sample_dataset
+from tasks.parameters import InvalidInput
 from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, parse_split_index, split_index_names
 from tasks.specs import PlanConflict, make_spec, read_spec, upload_specs
 from tasks.storage import Storage, open_storage
+from tasks.tar import read_recorded_digest
 from tests.conftest import SourceBucket
 from tests.objectron_fixtures import gsutil_ls_r
 

@@ -13,8 +13,8 @@ import pytest
 from prefect_gcp import GcpCredentials
 
 from flows.convert import objectron_to_wds
-from tasks.checks import InvalidInput
 from tasks.fake_gcs import FakeGcsServer
+from tasks.parameters import InvalidInput
 from tasks.storage import CREDENTIALS_BLOCK_VARIABLE, credentials_from_block, open_storage
 from tests.conftest import SourceBucket
 from tests.fault_proxy import FaultProxy

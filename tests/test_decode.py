@@ -75,6 +75,7 @@ def test_annotation_written_by_generator_decodes_to_its_numbers(
             assert annotation["object_id"] == 0
             assert annotation["visibility"] == pytest.approx(expected.visibility, rel=1e-6)
             assert len(annotation["keypoints_2d"]) == len(annotation["keypoints_3d"]) == 9
+            assert annotation["keypoint_ids"] == list(range(9))
             for got, want in zip(annotation["keypoints_2d"], expected.keypoints_2d, strict=True):
                 assert close_f32(got, want)
             for got, want in zip(annotation["keypoints_3d"], expected.keypoints_3d, strict=True):
@@ -99,9 +100,11 @@ def test_output_is_plain_json_with_stable_key_order(
     assert list(annotation["objects"][0]) == [
         "id", "category", "type", "rotation", "translation", "scale", "keypoints", "method",
     ]  # fmt: skip
-    assert list(annotation["frames"][0]) == ["frame_id", "timestamp", "objects", "camera"]
+    assert list(annotation["frames"][0]) == [
+        "frame_id", "timestamp", "objects", "camera", "plane_center", "plane_normal",
+    ]  # fmt: skip
     assert list(annotation["frames"][0]["objects"][0]) == [
-        "object_id", "visibility", "keypoints_2d", "keypoints_3d",
+        "object_id", "visibility", "keypoint_ids", "keypoints_2d", "keypoints_3d",
     ]  # fmt: skip
     assert list(annotation["frames"][0]["camera"]) == [
         "intrinsics", "transform", "projection_matrix", "view_matrix",
@@ -123,8 +126,34 @@ def test_frame_without_camera_or_timestamp_decodes_to_none() -> None:
     )
     assert annotation == {
         "objects": [],
-        "frames": [{"frame_id": 3, "timestamp": 0.0, "objects": [], "camera": None}],
-    }
+        "frames": [
+            {"frame_id": 3, "timestamp": 0.0, "objects": [], "camera": None,
+             "plane_center": None, "plane_normal": None}
+        ],
+    }  # fmt: skip
+
+
+def test_plane_and_keypoint_ids_are_kept() -> None:
+    """A frame's supporting plane, and which keypoints a frame annotates when it annotates a
+    subset (ids 0, 3, 8 here: positions in the list are not ids)."""
+    keypoints = [
+        pb.AnnotatedKeyPoint(id=i, point_2d=pb.NormalizedPoint2D(x=0.1 * i, y=0.5, depth=1.0))
+        for i in (0, 3, 8)
+    ]
+    frame = pb.FrameAnnotation(
+        frame_id=0,
+        annotations=[pb.ObjectAnnotation(object_id=2, keypoints=keypoints)],
+        plane_center=[0.25, -1.5, 2.0],
+        plane_normal=[0.0, 1.0, 0.0],
+    )
+    (decoded,) = decode_annotation(pb.Sequence(frame_annotations=[frame]).SerializeToString())[
+        "frames"
+    ]
+    assert decoded["plane_center"] == [0.25, -1.5, 2.0]
+    assert decoded["plane_normal"] == [0.0, 1.0, 0.0]
+    (annotation,) = decoded["objects"]
+    assert annotation["keypoint_ids"] == [0, 3, 8]
+    assert [k[0] for k in annotation["keypoints_2d"]] == pytest.approx([0.0, 0.3, 0.8])
 
 
 def test_unknown_enum_value_and_unknown_field_numbers_are_tolerated() -> None:

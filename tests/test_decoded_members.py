@@ -9,8 +9,8 @@ import pytest
 import webdataset as wds
 
 from flows.convert import objectron_to_wds
-from tasks.build import ShardStats
 from tasks.objectron.sample_data import write_sample_dataset
+from tasks.stats import ShardStats
 from tasks.storage import open_storage
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

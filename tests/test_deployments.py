@@ -406,7 +406,7 @@ def test_dask_runner_on_a_running_cluster_gives_byte_identical_shards(
             str(BIN / "objectron-wds"), "convert",
             "--task-runner", "dask", "--dask-address", address,
             "--source", SOURCE, "--dest", "gs://deploy-dask",
-            "--shard-size", "3", "--max-shards", "3",
+            "--shard-size", "3", "--max-shards", "3", "--json",
         )  # fmt: skip
     summary = json.loads(output[output.index("{\n") :])
     assert (summary["shards"], summary["built"]) == (3, 3)

@@ -19,6 +19,7 @@ from tasks.processes import (
     _die_with_parent,
     free_port,
     http_answers,
+    http_ready,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +148,19 @@ def test_a_process_not_ready_in_time_is_stopped_and_reported(tmp_path: Path) -> 
     assert "still loading" in message
     assert not process.running()
     assert process.returncode == -signal.SIGTERM  # stopped by start(), not left running
+
+
+def test_waiting_after_start_stops_a_process_that_is_not_ready(tmp_path: Path) -> None:
+    """start() returns at once without `ready`; a later wait_until that fails leaves nothing
+    running (the command's server: it imports Prefect while the server starts)."""
+    process = ManagedProcess(
+        "late server", [PYTHON, "-c", "import time; time.sleep(60)"], log_path=tmp_path / "l.log"
+    ).start()
+    assert process.running()
+    with pytest.raises(ProcessStartError, match=r"late server .* was not ready within 1 s"):
+        process.wait_until(http_ready(f"http://127.0.0.1:{free_port()}/"), timeout=1.0)
+    assert not process.running()
+    assert process.returncode == -signal.SIGTERM
 
 
 # A grandchild that notes a SIGTERM and goes on, so only the group's SIGKILL ends it; it writes

@@ -16,7 +16,7 @@ from flows import artifacts
 from flows.cli import build_parser
 from flows.convert import objectron_to_wds
 from flows.dask_runner import flow_with_task_runner
-from tasks.build import ShardStats
+from tasks.stats import ShardStats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +127,7 @@ def test_progress_artifact_is_throttled_and_exact_at_the_end(
 @pytest.mark.usefixtures("prefect_server")
 def test_empty_destination_is_refused_not_taken_for_the_working_directory() -> None:
     """A deployment whose dest variable was never set passes dest="" (not None)."""
-    from tasks.checks import InvalidInput
+    from tasks.parameters import InvalidInput
 
     with pytest.raises(InvalidInput, match="objectron_wds_dest"):
         objectron_to_wds(dest="", source="gs://objectron")

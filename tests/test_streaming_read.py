@@ -8,8 +8,8 @@ import tracemalloc
 
 import pytest
 
-from tasks.build import read_pieces
 from tasks.storage import MiB, ObjectNotFound, SourceChanged, open_storage
+from tasks.tar import read_pieces
 from tests.fault_proxy import FaultPlan, FaultProxy
 
 

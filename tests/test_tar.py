@@ -8,8 +8,8 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from tasks.build import FIXED_MTIME, TarStreamWriter, read_recorded_digest
 from tasks.storage import SourceChanged
+from tasks.tar import FIXED_MTIME, TarStreamWriter, read_recorded_digest
 
 
 def write_tar(members: dict[str, bytes], digest: str = "ab" * 32) -> bytes:

@@ -72,6 +72,7 @@ def test_verify_detects_damage_and_repair_restores_identical_shards(
     )  # fmt: skip
     assert cli.returncode == 1, cli.stderr[-2000:]
     assert shard(0) in cli.stderr and shard(2) in cli.stderr
+    assert "Traceback" not in cli.stderr, "an expected failure is told in a line"
 
     repaired = verify_shards(dest=new_bucket, repair=True)
     assert repaired["repaired"] == [shard(0), shard(1), shard(2), shard(3)]

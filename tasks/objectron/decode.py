@@ -162,9 +162,11 @@ def _camera(camera: Any) -> dict[str, Any]:
 
 
 def _object_annotation(annotation: Any) -> dict[str, Any]:
+    keypoint_ids = []
     keypoints_2d = []
     keypoints_3d = []
     for keypoint in annotation.keypoints:
+        keypoint_ids.append(keypoint.id)
         point = keypoint.point_2d
         keypoints_2d.append([point.x, point.y, point.depth])
         point = keypoint.point_3d
@@ -172,6 +174,9 @@ def _object_annotation(annotation: Any) -> dict[str, Any]:
     return {
         "object_id": annotation.object_id,
         "visibility": float(annotation.visibility),
+        # A frame may annotate a subset of the object's keypoints: the id says which one each
+        # entry is (an index into the object's `keypoints`), not its position in this list.
+        "keypoint_ids": keypoint_ids,
         "keypoints_2d": keypoints_2d,
         "keypoints_3d": keypoints_3d,
     }
@@ -187,10 +192,12 @@ def decode_annotation(data: bytes) -> dict[str, Any]:
         `{"objects": [...], "frames": [...]}`. Each object is `{"id", "category", "type",
         "rotation" (9), "translation" (3), "scale" (3), "keypoints" ([[x, y, z], ...] in the
         object frame), "method"}`. Each frame is `{"frame_id", "timestamp", "objects": [{
-        "object_id", "visibility", "keypoints_2d" ([[x, y, depth], ...], x and y normalized),
-        "keypoints_3d" ([[x, y, z], ...], camera coordinates)}], "camera"}` where camera is
-        `{"intrinsics", "transform", "projection_matrix", "view_matrix", "image_width",
-        "image_height", "tracking_state"}` or None. Note that the annotation's `category` is
+        "object_id", "visibility", "keypoint_ids" (which of the object's keypoints each entry
+        is), "keypoints_2d" ([[x, y, depth], ...], x and y normalized), "keypoints_3d"
+        ([[x, y, z], ...], camera coordinates)}], "camera", "plane_center" (3 or None),
+        "plane_normal" (3 or None)}` where camera is `{"intrinsics", "transform",
+        "projection_matrix", "view_matrix", "image_width", "image_height", "tracking_state"}`
+        or None. Note that the annotation's `category` is
         sometimes wrong in the real data (trust the folder name) and that its timestamps and
         visibilities are often 0 (take times from the geometry file by `frame_id`).
 
@@ -235,6 +242,9 @@ def decode_annotation(data: bytes) -> dict[str, Any]:
             "timestamp": float(frame.timestamp),
             "objects": [_object_annotation(annotation) for annotation in frame.annotations],
             "camera": _camera(frame.camera) if frame.HasField("camera") else None,
+            # The supporting plane (the table or floor), when the annotator recorded one.
+            "plane_center": list(frame.plane_center) or None,
+            "plane_normal": list(frame.plane_normal) or None,
         }
         for frame in sequence.frame_annotations
     ]

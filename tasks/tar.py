@@ -1,0 +1,134 @@
+"""Tar members from pinned sources: a sequential tar writer with fixed header fields, and exact
+reads of source members (their planned size, their listing's CRC32C).
+
+Fixed fields (mtime, owner, mode, order) and a leading pax global header recording the spec
+digest make the same plan give byte-identical shards, and let a later run tell whether an
+existing shard came from the same spec.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from typing import IO
+
+import google_crc32c
+
+from tasks.specs import MemberSpec
+from tasks.storage import SourceChanged, Storage, TransientStorageError, b64_to_hex
+
+BLOCK = tarfile.BLOCKSIZE  # 512
+RECORD = tarfile.RECORDSIZE  # 10240: tar files are padded to whole records, as GNU tar does
+COPY_PIECE = 1024 * 1024
+# A fixed timestamp for every member (2020-11-04, the Objectron release), so output does not
+# depend on when it was built.
+FIXED_MTIME = 1604448000
+DIGEST_COMMENT_PREFIX = "objectron-wds spec sha256:"
+
+
+def _member_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = FIXED_MTIME
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    # PAX: names longer than 100 bytes or not ASCII get an extended header instead of failing.
+    return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+class TarStreamWriter:
+    """Writes a tar archive sequentially to a file object, member by member."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.offset = 0
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.out.write(data)
+        self.offset += len(data)
+
+    def _pad(self, multiple: int) -> None:
+        remainder = self.offset % multiple
+        if remainder:
+            self._write(bytes(multiple - remainder))
+
+    def write_global_header(self, headers: dict[str, str]) -> None:
+        self._write(tarfile.TarInfo.create_pax_global_header(headers))
+
+    def add_bytes(self, name: str, data: bytes) -> str:
+        """Add a member from memory; returns its CRC32C (hex)."""
+        self._write(_member_header(name, len(data)))
+        self._write(data)
+        self._pad(BLOCK)
+        return google_crc32c.Checksum(data).digest().hex()
+
+    def add_stream(self, name: str, size: int, reader: IO[bytes]) -> str:
+        """Copy exactly `size` bytes from `reader` as member `name`; returns its CRC32C (hex).
+
+        Raises:
+            SourceChanged: the reader ended before `size` bytes.
+        """
+        self._write(_member_header(name, size))
+        checksum = google_crc32c.Checksum()
+        for piece in read_pieces(reader, size, name):
+            checksum.update(piece)
+            self._write(piece)
+        self._pad(BLOCK)
+        return checksum.digest().hex()
+
+    def close(self) -> None:
+        """End-of-archive: two zero blocks, then padding to a whole record."""
+        self._write(bytes(2 * BLOCK))
+        self._pad(RECORD)
+
+
+def read_recorded_digest(head: bytes) -> str | None:
+    """The spec digest a shard recorded in its leading pax global header, or None."""
+    if len(head) < BLOCK:
+        return None
+    try:
+        info = tarfile.TarInfo.frombuf(head[:BLOCK], "utf-8", "strict")
+    except tarfile.HeaderError:
+        return None
+    if info.type != tarfile.XGLTYPE:
+        return None
+    payload = head[BLOCK : BLOCK + info.size].decode("utf-8", errors="replace")
+    for record in payload.split("\n"):
+        _length, _, keyvalue = record.partition(" ")
+        key, _, value = keyvalue.partition("=")
+        if key == "comment" and value.startswith(DIGEST_COMMENT_PREFIX):
+            return value[len(DIGEST_COMMENT_PREFIX) :]
+    return None
+
+
+def check_checksum(member: MemberSpec, actual_hex: str, url: str) -> None:
+    expected = b64_to_hex(member.crc32c)
+    if expected is not None and expected != actual_hex:
+        # Same generation, different bytes: the read was corrupted in transit; a retry may cure.
+        raise TransientStorageError(
+            f"{url}: CRC32C {actual_hex} does not match the listing's {expected}"
+        )
+
+
+def read_pieces(reader: IO[bytes], size: int, name: str) -> Iterator[bytes]:
+    """Exactly `size` bytes of `reader`, in pieces of at most COPY_PIECE.
+
+    Raises:
+        SourceChanged: the reader ended before `size` bytes.
+    """
+    remaining = size
+    while remaining:
+        piece = reader.read(min(COPY_PIECE, remaining))
+        if not piece:
+            raise SourceChanged(f"{name}: source ended after {size - remaining} of {size} bytes")
+        yield piece
+        remaining -= len(piece)
+
+
+def read_whole(source: Storage, member: MemberSpec) -> bytes:
+    """Exactly `member.size` bytes of a source member, from its planned generation."""
+    assert member.source is not None and member.size is not None
+    with source.open_read(member.source, member.generation) as reader:
+        return b"".join(read_pieces(reader, member.size, member.name))
