@@ -5,6 +5,7 @@
 | `base.py` | `Storage` (the interface every stage uses), its errors, `ObjectInfo` |
 | `local.py` | `LocalStorage`: a folder; atomic, create-only commits |
 | `gcs.py` | `GcsStorage`: a bucket through google-cloud-storage; clients and credentials |
+| `gcs_transfer.py` | GCS bytes over an `AuthorizedSession`: one-GET reads, create-only uploads |
 | `retry.py` | which errors are transient, and the retry policy of every GCS call |
 | `secrets.py` | redaction of credentials from messages and logs |
 
