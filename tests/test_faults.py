@@ -147,3 +147,21 @@ def test_source_overwritten_after_planning_is_detected(
         assert victim.removeprefix("videos/").removesuffix("/geometry.pbdata") not in " ".join(
             m.name for m in read_spec(dest, name.removesuffix(".tar")).members
         )
+
+
+def test_an_unreachable_storage_service_is_named_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing answers at the emulator address: after the retry policy gives up, a storage
+    error that says what to check (the command turns it into its one-line refusal)."""
+    from tasks.processes import free_port
+    from tasks.storage import GcsStorage, StorageError, is_transient, open_storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    storage = open_storage("gs://nobody-home")
+    assert isinstance(storage, GcsStorage)
+    storage._retry = storage._retry.with_timeout(2.0)  # the policy's 180 s, shortened
+    with pytest.raises(StorageError, match="could not reach the storage service") as failure:
+        storage.check_root()
+    assert "STORAGE_EMULATOR_HOST" in str(failure.value)
+    assert not is_transient(failure.value)

@@ -26,7 +26,7 @@ from tasks.storage.gcs_transfer import (
     media_url,
 )
 from tasks.storage.retry import REQUEST_TIMEOUT, storage_retry
-from tasks.storage.secrets import register_secret
+from tasks.storage.secrets import redact, register_secret
 
 # An OAuth access token to use as is (e.g. from `gcloud auth print-access-token`), before
 # application default credentials.
@@ -201,6 +201,14 @@ class GcsStorage(Storage):
             exists = self.bucket.exists(retry=self._retry, timeout=REQUEST_TIMEOUT)
         except gexc.Forbidden as exc:
             raise PermissionDenied(f"no permission to use bucket gs://{self.bucket_name}") from exc
+        except gexc.RetryError as exc:
+            # Unreachable all along (no network, a wrong emulator address): a usage problem to
+            # name, not a traceback after the retry policy gave up.
+            raise StorageError(
+                f"could not reach the storage service for gs://{self.bucket_name} "
+                f"({redact(str(exc.cause))[:200]}); check the network, or STORAGE_EMULATOR_HOST "
+                "when an emulator is meant"
+            ) from exc
         if not exists:
             raise ObjectNotFound(f"bucket gs://{self.bucket_name} does not exist")
 
