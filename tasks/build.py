@@ -236,19 +236,12 @@ def _write_shard(
     )
     started = time.monotonic()
     members = _MemberWriter(source, spec)
-    frames = None
     try:
         with dest.open_create(files.tar) as out:
             tar = TarStreamWriter(out)
             tar.write_global_header({"comment": f"{DIGEST_COMMENT_PREFIX}{digest}"})
-            if spec.frames is None:
-                for member in spec.members:
-                    members.write(tar, member)
-            else:
-                # A frame shard: its members are made from its videos (tasks/frames/shard.py).
-                from tasks.frames.shard import write_frame_samples
-
-                frames = write_frame_samples(tar, source, spec)
+            for member in spec.members:
+                members.write(tar, member)
             tar.close()
             tar_bytes = tar.offset
     except AlreadyExists:
@@ -258,13 +251,12 @@ def _write_shard(
         shard=spec.shard,
         spec_digest=digest,
         status=STATUS_BUILT,
-        samples=spec.samples if frames is None else frames.samples,
+        samples=spec.samples,
         tar_bytes=tar_bytes,
         source_bytes=sum(m.size or 0 for m in spec.members),
         seconds=round(time.monotonic() - started, 3),
-        members=members.stats if frames is None else frames.members,
+        members=members.stats,
         decode_errors=members.failures,
-        reported=[] if frames is None else frames.reported,
     )
     if members.failures:
         first = members.failures[0]
@@ -272,12 +264,6 @@ def _write_shard(
             f"{spec.shard}: {len(members.failures)} member(s) kept raw, not decoded (all listed "
             f"in {files.stats} and in each sample's json); first: {first.key}.{first.member}: "
             f"{first.error}"
-        )
-    if stats.reported:
-        first_video = stats.reported[0]
-        log(
-            f"{spec.shard}: {len(stats.reported)} video(s) gave no samples (listed in "
-            f"{files.stats}); first: {first_video.video}: {first_video.reason}"
         )
     # Stats are derived data written after the shard: replaced, not create-only.
     dest.replace_bytes(files.stats, stats.to_json())
