@@ -11,10 +11,15 @@ command dies for any reason, and points PREFECT_API_URL at it for the run.
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
-from tasks.processes import ManagedProcess, free_port, http_ready, offline_prefect_env
+from tasks.processes import (
+    ManagedProcess,
+    free_port,
+    http_ready,
+    offline_prefect_env,
+    temporary_server_command,
+)
 
 START_TIMEOUT_SECONDS = 180.0
 
@@ -29,12 +34,7 @@ class TemporaryPrefectServer:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.process = ManagedProcess(
             name="prefect-server",
-            args=[
-                sys.executable, "-m", "uvicorn",
-                "--factory", "prefect.server.api.server:create_app",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "error", "--lifespan", "on",
-            ],
+            args=temporary_server_command(self.port),
             env=offline_prefect_env(
                 # As Prefect's own temporary server: no UI to serve, ephemeral settings.
                 {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}

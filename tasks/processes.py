@@ -346,6 +346,20 @@ def offline_prefect_env(extra: Mapping[str, str] | None = None) -> dict[str, str
     return {**os.environ, **PREFECT_OFFLINE_ENV, **(extra or {})}
 
 
+def temporary_server_command(port: int) -> list[str]:
+    """The command of Prefect's own temporary server: its API app under uvicorn, on 127.0.0.1
+    (the server's environment needs PREFECT__SERVER_EPHEMERAL=1 as well)."""
+    import prefect
+
+    return [
+        sys.executable, "-m", "uvicorn",
+        "--app-dir", str(Path(prefect.__file__).parent.parent),
+        "--factory", "prefect.server.api.server:create_app",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "error", "--lifespan", "on",
+    ]  # fmt: skip
+
+
 @dataclass
 class PrefectServer:
     """A Prefect server on 127.0.0.1 (a free port unless `port` is set) with a PREFECT_HOME of
@@ -390,15 +404,7 @@ class PrefectServer:
 
     def command(self) -> list[str]:
         if self.uvicorn:
-            import prefect
-
-            return [
-                sys.executable, "-m", "uvicorn",
-                "--app-dir", str(Path(prefect.__file__).parent.parent),
-                "--factory", "prefect.server.api.server:create_app",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "error", "--lifespan", "on",
-            ]  # fmt: skip
+            return temporary_server_command(self.port)
         prefect_command = Path(sys.executable).parent / "prefect"
         return [str(prefect_command), "server", "start", "--host", "127.0.0.1",
                 "--port", str(self.port)]  # fmt: skip
