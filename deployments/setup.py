@@ -36,6 +36,8 @@ DEFAULT_SOURCE = "gs://objectron"
 # Prefect variables read by prefect.yaml (`{{ prefect.variables.NAME }}`) at deploy time.
 VAR_SOURCE = "objectron_wds_source"
 VAR_DEST = "objectron_wds_dest"
+# The frames deployment's destination: its own place, never mixed with video shards.
+VAR_FRAMES_DEST = "objectron_wds_frames_dest"
 VAR_RESULT_STORAGE = "objectron_wds_result_storage"
 VAR_DASK_ADDRESS = "objectron_wds_dask_address"
 # The GcpCredentials block the pipeline's storage clients use (tasks/storage/ reads the
@@ -54,6 +56,7 @@ class SetupOptions:
     build_slots: int = DEFAULT_BUILD_SLOTS
     source: str | None = None
     dest: str | None = None
+    frames_dest: str | None = None
     result_storage: str | None = None
     gcp_key_file: Path | None = None
     gcp_adc: bool = False
@@ -225,9 +228,11 @@ def run_setup(options: SetupOptions, say: Callable[[str], None] = print) -> None
     else:
         say(f"result storage: {stored_storage} (kept)")
 
+    dest = options.dest or _read_variable(VAR_DEST) or ""
     for name, value, default in (
         (VAR_SOURCE, options.source, DEFAULT_SOURCE),
         (VAR_DEST, options.dest, None),
+        (VAR_FRAMES_DEST, options.frames_dest, default_frames_dest(dest)),
         (VAR_DASK_ADDRESS, options.dask_address, ""),
         (VAR_GCP_CREDENTIALS, credentials.split("/", 1)[1] if credentials else None, ""),
     ):
@@ -241,6 +246,11 @@ def run_setup(options: SetupOptions, say: Callable[[str], None] = print) -> None
         else:
             say(f"variable {name} = {current!r} (kept)")
     say("Next: prefect --no-prompt deploy --all, then prefect worker start --pool " + options.pool)
+
+
+def default_frames_dest(dest: str) -> str:
+    """Beside the video shards, not inside them: `gs://b/objectron-wds` -> `gs://b/objectron-wds-frames`."""
+    return f"{dest.rstrip('/')}-frames"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +275,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dest", help="the deployments' default destination: gs://BUCKET/PREFIX or a folder"
+    )
+    parser.add_argument(
+        "--frames-dest",
+        help="the frames deployment's default destination (first time: DEST-frames, beside "
+        "the video shards)",
     )
     parser.add_argument(
         "--result-storage",
@@ -299,6 +314,7 @@ def options_from_args(args: argparse.Namespace) -> SetupOptions:
         build_slots=args.build_slots,
         source=args.source,
         dest=args.dest,
+        frames_dest=args.frames_dest,
         result_storage=args.result_storage,
         gcp_key_file=args.gcp_key_file,
         gcp_adc=args.gcp_adc,

@@ -42,6 +42,8 @@ class ShardRow:
     status: str  # built / exists / cached / failed
     seconds: float
     error: str = ""
+    # Frame shards: the videos that gave no samples, with the reason (shown only for frames).
+    reported: str = ""
 
 
 class RunReport:
@@ -53,9 +55,15 @@ class RunReport:
     """
 
     def __init__(
-        self, total: int, description: str, clock: Callable[[], float] = time.monotonic
+        self,
+        total: int,
+        description: str,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        frames: bool = False,
     ) -> None:
         self.total = total
+        self.frames = frames
         self.description = description
         self.rows: list[ShardRow] = []
         self._clock = clock
@@ -97,8 +105,16 @@ class RunReport:
         )
 
     def shard_finished(self, stats: ShardStats) -> None:
+        reported = "; ".join(f"{r.video}: {r.reason}" for r in stats.reported)
         self._add(
-            ShardRow(stats.shard, stats.samples, stats.tar_bytes, stats.status, stats.seconds)
+            ShardRow(
+                stats.shard,
+                stats.samples,
+                stats.tar_bytes,
+                stats.status,
+                stats.seconds,
+                reported=reported[:MAX_ERROR_CHARS],
+            )
         )
 
     def shard_failed(self, shard: str, error: str) -> None:
@@ -121,8 +137,12 @@ class RunReport:
 
     def publish_table(self) -> None:
         """The shard table, in shard-name order (shards finish in any order)."""
+        rows = [asdict(row) for row in sorted(self.rows, key=lambda row: row.shard)]
+        if not self.frames:
+            for row in rows:
+                del row["reported"]
         create_table_artifact(
-            table=[asdict(row) for row in sorted(self.rows, key=lambda row: row.shard)],
+            table=rows,
             key=TABLE_KEY,
             description=f"{self.description}: one row per shard",
         )

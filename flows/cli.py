@@ -1,6 +1,8 @@
-"""The `objectron-wds` command: `convert`, `verify`, `setup`, `sample-data` and `demo`.
+"""The `objectron-wds` command: `convert`, `frames`, `preview`, `verify`, `setup`, `sample-data`
+and `demo`.
 
-`convert` takes every parameter of the `objectron-to-wds` flow as an option; the options and
+`convert` and `frames` take every parameter of their flow (`objectron-to-wds`,
+`objectron-to-frames`) as an option; the options and
 their help text come from the flow's signature and docstring (flows/options.py reads them
 without importing Prefect), so the command, the Prefect UI form and the README describe the same
 parameters in the same words.
@@ -38,7 +40,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from flows.options import FlowParameter, add_flow_options, flow_parameters
-from tasks.parameters import InvalidInput, check_concurrency, validate_parameters
+from tasks.parameters import (
+    InvalidInput,
+    check_concurrency,
+    validate_frame_parameters,
+    validate_parameters,
+)
 
 if TYPE_CHECKING:
     from flows.server import TemporaryPrefectServer
@@ -68,6 +75,10 @@ class Refused(Exception):
 
 def convert_parameters() -> list[FlowParameter]:
     return flow_parameters("convert.py", "objectron_to_wds")
+
+
+def frames_parameters() -> list[FlowParameter]:
+    return flow_parameters("frames.py", "objectron_to_frames")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -183,6 +194,28 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_task_runner_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task-runner",
+        choices=("threads", "dask"),
+        default="threads",
+        help="where shard builds run: this process's thread pool, or Dask (prefect-dask) "
+        "(default: threads)",
+    )
+    parser.add_argument(
+        "--dask-address",
+        metavar="ADDRESS",
+        help="with --task-runner dask: an existing Dask scheduler (tcp://HOST:8786); "
+        "without it a temporary local cluster is started for the run",
+    )
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -196,8 +229,8 @@ def _positive_seconds(text: str) -> float:
 # --- convert --------------------------------------------------------------------------------
 
 
-def _convert_values(args: argparse.Namespace) -> dict[str, Any]:
-    values = {parameter.name: getattr(args, parameter.name) for parameter in convert_parameters()}
+def _flow_values(args: argparse.Namespace, parameters: list[FlowParameter]) -> dict[str, Any]:
+    values = {parameter.name: getattr(args, parameter.name) for parameter in parameters}
     if values.get("classes") == [None]:  # `--classes none`
         values["classes"] = None
     return values
@@ -208,12 +241,23 @@ def _check_convert(values: dict[str, Any], args: argparse.Namespace) -> None:
     if not values["dest"].strip():
         raise InvalidInput("dest is empty: give gs://BUCKET/PREFIX or a folder")
     validate_parameters(
-        shard_size=values["shard_size"],
+        # `frames` plans by videos per shard; the same check, in the flow's words.
+        shard_size=values["shard_size"] if "shard_size" in values else values["videos_per_shard"],
         max_shards=values["max_shards"],
         concurrency=values["concurrency"],
         chunk_size_mib=values["chunk_size_mib"],
         series=values["series"],
     )
+    if "stride" in values:
+        validate_frame_parameters(
+            stride=values["stride"],
+            image_size=values["image_size"],
+            jpeg_quality=values["jpeg_quality"],
+        )
+    _check_task_runner(args)
+
+
+def _check_task_runner(args: argparse.Namespace) -> None:
     if args.dask_address and args.task_runner != "dask":
         raise Refused("--dask-address needs --task-runner dask")
     if args.task_runner == "dask" and not _api_url_configured():
@@ -233,24 +277,57 @@ def _api_url_configured() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
+def _check_locations(values: dict[str, Any]) -> None:
+    from tasks.checks import check_listing_file, check_locations
+
+    check_locations(values["source"], values["dest"])
+    if values["listing_file"]:
+        check_listing_file(values["listing_file"])
+
+
 def _command_convert(args: argparse.Namespace) -> int:
-    values = _convert_values(args)
+    values = _flow_values(args, convert_parameters())
     _check_convert(values, args)
-
-    def preflight() -> None:
-        from tasks.checks import check_listing_file, check_locations
-
-        check_locations(values["source"], values["dest"])
-        if values["listing_file"]:
-            check_listing_file(values["listing_file"])
-
     started = time.monotonic()
-    with flow_session(args, preflight=preflight):
+    with flow_session(args, preflight=lambda: _check_locations(values)):
         from flows.dask_runner import flow_with_task_runner
 
         summary = flow_with_task_runner(args.task_runner, args.dask_address)(**values)
     _print_summary(args, summary, "objectron-wds convert", _convert_rows(summary, started))
     return EXIT_OK
+
+
+def _command_frames(args: argparse.Namespace) -> int:
+    values = _flow_values(args, frames_parameters())
+    _check_convert(values, args)
+    started = time.monotonic()
+    with flow_session(args, preflight=lambda: _check_locations(values)):
+        from flows.dask_runner import flow_with_task_runner
+        from flows.frames import objectron_to_frames
+
+        run = flow_with_task_runner(args.task_runner, args.dask_address, objectron_to_frames)
+        summary = run(**values)
+    _print_summary(args, summary, "objectron-wds frames", _frames_rows(summary, started))
+    return EXIT_OK
+
+
+def _frames_rows(summary: dict[str, Any], started: float) -> list[tuple[str, str]]:
+    from flows.console import human_bytes, human_seconds
+
+    reported = summary.get("reported") or []
+    shown = "; ".join(f"{r['video']}: {r['reason']}" for r in reported[:3])
+    more = f" (and {len(reported) - 3} more, in the shards' stats)" if len(reported) > 3 else ""
+    return [
+        ("destination", str(summary["dest"])),
+        ("shards", f"{summary['shards']} planned: {summary['built']} built, "
+                   f"{summary['skipped']} already there, {summary['failed']} failed"),
+        ("frame samples", f"{summary['samples']:,} from {summary['videos']:,} videos"),
+        ("reported videos", f"{len(reported)}: {shown}{more}" if reported else "none"),
+        ("bytes", f"{summary['tar_bytes']:,} ({human_bytes(summary['tar_bytes'])})"),
+        ("shard index", str(summary["index"])),
+        ("preview", str(summary["preview"])),
+        ("time", human_seconds(time.monotonic() - started)),
+    ]  # fmt: skip
 
 
 def _convert_rows(summary: dict[str, Any], started: float) -> list[tuple[str, str]]:
@@ -319,6 +396,20 @@ def _command_verify(args: argparse.Namespace) -> int:
 # --- the other commands ---------------------------------------------------------------------
 
 
+def _command_preview(args: argparse.Namespace) -> int:
+    from tasks.frames.preview import NotAFrameShard, preview_shard
+    from tasks.storage import StorageError
+
+    try:
+        drawn = preview_shard(args.shard, Path(args.out), samples=args.samples)
+    except (NotAFrameShard, FileNotFoundError) as exc:
+        raise Refused(str(exc)) from exc
+    except StorageError as exc:
+        raise Refused(f"{args.shard}: {exc}") from exc
+    print(f"Wrote {args.out}: {drawn} frames of {args.shard} with their boxes.")
+    return EXIT_OK
+
+
 def _command_setup(args: argparse.Namespace) -> int:
     from deployments.setup import SetupError, options_from_args, run_setup
 
@@ -374,21 +465,35 @@ def build_parser() -> argparse.ArgumentParser:
         "option before the last groups is a flow parameter.",
     )
     add_flow_options(convert, convert_parameters())
-    convert.add_argument(
-        "--task-runner",
-        choices=("threads", "dask"),
-        default="threads",
-        help="where shard builds run: this process's thread pool, or Dask (prefect-dask) "
-        "(default: threads)",
-    )
-    convert.add_argument(
-        "--dask-address",
-        metavar="ADDRESS",
-        help="with --task-runner dask: an existing Dask scheduler (tcp://HOST:8786); "
-        "without it a temporary local cluster is started for the run",
-    )
+    _add_task_runner_options(convert)
     _add_run_options(convert)
     convert.set_defaults(handler=_command_convert)
+
+    frames = commands.add_parser(
+        "frames",
+        help="run the objectron-to-frames flow once, here: a JPEG and labels per annotated frame",
+        description="Run the objectron-to-frames flow in this process: decode the annotated "
+        "videos and write one sample (KEY.jpg, KEY.json) per selected frame, recorded like "
+        "convert. Every option before the last groups is a flow parameter.",
+    )
+    add_flow_options(frames, frames_parameters())
+    _add_task_runner_options(frames)
+    _add_run_options(frames)
+    frames.set_defaults(handler=_command_frames)
+
+    preview = commands.add_parser(
+        "preview",
+        help="draw a contact sheet of a frame shard's samples with their boxes",
+        description="Read the first samples of a frame shard (a local path or gs:// URL) and "
+        "draw them in a grid with each object's 12 box edges from its labels: the picture to "
+        "look at to trust the labels.",
+    )
+    preview.add_argument("shard", help="a frame shard: path or gs://BUCKET/PATH/NAME.tar")
+    preview.add_argument("--out", required=True, help="the JPEG to write (e.g. preview.jpg)")
+    preview.add_argument(
+        "--samples", type=_positive_int, default=16, help="frames to draw (default 16)"
+    )
+    preview.set_defaults(handler=_command_preview)
 
     setup = commands.add_parser(
         "setup",

@@ -59,18 +59,21 @@ def dask_task_runner(
 
 
 def flow_with_task_runner(
-    task_runner: TaskRunnerName = "threads", dask_address: str | None = None
+    task_runner: TaskRunnerName = "threads",
+    dask_address: str | None = None,
+    flow: Flow[..., dict[str, Any]] = objectron_to_wds,
 ) -> Flow[..., dict[str, Any]]:
-    """The conversion flow with the chosen task runner: `threads` (the default thread pool) or
-    `dask` (on `dask_address`, or on a temporary local cluster without one)."""
+    """A flow (the conversion by default; also the frames flow) with the chosen task runner:
+    `threads` (the default thread pool) or `dask` (on `dask_address`, or on a temporary local
+    cluster without one)."""
     if task_runner == "threads":
         if dask_address:
             raise ValueError("a Dask scheduler address needs task_runner='dask'")
-        return objectron_to_wds
+        return flow
     if task_runner == "dask":
         # Prefect annotates task_runner as invariant in the future type, hence the ignore.
         runner = dask_task_runner(dask_address)
-        return objectron_to_wds.with_options(task_runner=runner)  # type: ignore[arg-type]
+        return flow.with_options(task_runner=runner)  # type: ignore[arg-type]
     raise ValueError(f"task_runner must be one of {', '.join(TASK_RUNNERS)}, not {task_runner!r}")
 
 

@@ -33,13 +33,14 @@ def build_planned_shards(
     concurrency_limit: str | None,
     overwrite: bool,
     chunk_size_mib: int,
+    frames: bool = False,
 ) -> BuildOutcome:
     """Build (or confirm) every shard in `specs`, at most `concurrency` at a time, publishing
     progress and the shard table as artifacts."""
     logger = get_run_logger()
     existing = set(specs.existing_shards)
     limit_tag = existing_tag_limit(concurrency_limit)
-    report = RunReport(len(specs.digests), description)
+    report = RunReport(len(specs.digests), description, frames=frames)
 
     # A shard missing at the destination is always built, even if a cache record says it was
     # built once (it may have been deleted since); a present one may be answered from the cache.

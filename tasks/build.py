@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ from tasks.tar import (
     check_checksum,
     read_recorded_digest,
     read_whole,
+    webdataset_sample_count,
 )
 
 # Raw members are decoded from memory; bigger ones (none in Objectron) are kept raw only.
@@ -147,15 +149,24 @@ def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardSt
             stats.status = STATUS_EXISTS
             return stats
     info = dest.stat(files.tar)
+    # A frame shard's sample count is known only from its tar (the spec counts videos).
+    samples = spec.samples if spec.frames is None else _count_samples(dest, files.tar)
     return ShardStats(
         shard=spec.shard,
         spec_digest=digest,
         status=STATUS_EXISTS,
-        samples=spec.samples,
+        samples=samples,
         tar_bytes=info.size if info else 0,
         source_bytes=sum(m.size or 0 for m in spec.members),
         seconds=0.0,
     )
+
+
+def _count_samples(dest: Storage, name: str) -> int:
+    """Samples of a tar, by webdataset's grouping of its member names (a full read)."""
+    with dest.open_read(name) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        names = [member.name for member in tar]
+    return webdataset_sample_count(names)
 
 
 def build_shard(
@@ -231,17 +242,25 @@ def _write_shard(
     # Two log lines per shard (each is an API record; with thousands of small shards one line
     # per decode failure was a measurable part of the per-task cost, benchmarks/RESULTS.md).
     log(
-        f"{spec.shard}: building {spec.samples} samples, {len(spec.members)} members, "
+        f"{spec.shard}: building {spec.samples} {'videos' if spec.frames else 'samples'}, "
+        f"{len(spec.members)} members, "
         f"{sum(m.size or 0 for m in spec.members):,} source bytes"
     )
     started = time.monotonic()
     members = _MemberWriter(source, spec)
+    frames = None
     try:
         with dest.open_create(files.tar) as out:
             tar = TarStreamWriter(out)
             tar.write_global_header({"comment": f"{DIGEST_COMMENT_PREFIX}{digest}"})
-            for member in spec.members:
-                members.write(tar, member)
+            if spec.frames is None:
+                for member in spec.members:
+                    members.write(tar, member)
+            else:
+                # A frame shard: its members are made from its videos (tasks/frames/shard.py).
+                from tasks.frames.shard import write_frame_samples
+
+                frames = write_frame_samples(tar, source, spec)
             tar.close()
             tar_bytes = tar.offset
     except AlreadyExists:
@@ -251,12 +270,13 @@ def _write_shard(
         shard=spec.shard,
         spec_digest=digest,
         status=STATUS_BUILT,
-        samples=spec.samples,
+        samples=spec.samples if frames is None else frames.samples,
         tar_bytes=tar_bytes,
         source_bytes=sum(m.size or 0 for m in spec.members),
         seconds=round(time.monotonic() - started, 3),
-        members=members.stats,
+        members=members.stats if frames is None else frames.members,
         decode_errors=members.failures,
+        reported=[] if frames is None else frames.reported,
     )
     if members.failures:
         first = members.failures[0]
@@ -264,6 +284,12 @@ def _write_shard(
             f"{spec.shard}: {len(members.failures)} member(s) kept raw, not decoded (all listed "
             f"in {files.stats} and in each sample's json); first: {first.key}.{first.member}: "
             f"{first.error}"
+        )
+    if stats.reported:
+        first_video = stats.reported[0]
+        log(
+            f"{spec.shard}: {len(stats.reported)} video(s) gave no samples (listed in "
+            f"{files.stats}); first: {first_video.video}: {first_video.reason}"
         )
     # Stats are derived data written after the shard: replaced, not create-only.
     dest.replace_bytes(files.stats, stats.to_json())

@@ -49,3 +49,37 @@ def validate_plan_parameters(shard_size: int, max_shards: int | None) -> None:
             f"max_shards must be a whole number >= 1, or left empty for all shards; "
             f"got {max_shards!r}"
         )
+
+
+# Objectron's videos are 1440x1920; 8K on a side is far beyond any camera in the dataset.
+MAX_IMAGE_SIDE = 8192
+
+
+def check_image_size(image_size: str) -> tuple[int, int] | None:
+    """`WIDTHxHEIGHT` (e.g. `480x640`: 480 wide, 640 high) -> (width, height); `full` -> None."""
+    if image_size == "full":
+        return None
+    width, sep, height = image_size.partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise InvalidInput(
+            f"image_size must be WIDTHxHEIGHT (e.g. 480x640) or full, got {image_size!r}"
+        )
+    size = int(width), int(height)
+    if not all(1 <= side <= MAX_IMAGE_SIDE for side in size):
+        raise InvalidInput(
+            f"image_size sides must be between 1 and {MAX_IMAGE_SIDE} pixels, got {image_size!r}"
+        )
+    return size
+
+
+def validate_frame_parameters(*, stride: int, image_size: str, jpeg_quality: int) -> None:
+    """The frame options of `objectron-wds frames` (no I/O)."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise InvalidInput(
+            f"stride must be a whole number >= 1 (1 = every annotated frame), got {stride!r}"
+        )
+    check_image_size(image_size)
+    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int):
+        raise InvalidInput(f"jpeg_quality must be a whole number, 1 to 100, got {jpeg_quality!r}")
+    if not 1 <= jpeg_quality <= 100:
+        raise InvalidInput(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")

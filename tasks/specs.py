@@ -67,14 +67,31 @@ class MemberSpec:
 
 
 @dataclass(frozen=True)
+class FrameOptions:
+    """How a frame shard is made from its videos (`objectron-wds frames`). Part of the spec, so
+    changing any of them is a different plan."""
+
+    stride: int
+    image_size: str  # "WIDTHxHEIGHT" or "full"
+    jpeg_quality: int
+    shuffle_seed: int | None
+
+
+@dataclass(frozen=True)
 class ShardSpec:
     """Everything needed to build one shard, and nothing about where it is written, so the same
-    plan into two destinations gives the same digest and byte-identical shards."""
+    plan into two destinations gives the same digest and byte-identical shards.
+
+    A video shard (`convert`) holds its members as listed. A frame shard (`frames` set) lists
+    its videos' source members and metadata as inputs; the tar holds a JPEG and labels per
+    selected frame, known only when the videos are decoded (the shard's stats list them), and
+    `samples` counts its videos."""
 
     shard: str
     source_url: str
     samples: int
     members: tuple[MemberSpec, ...]
+    frames: FrameOptions | None = None
 
     @property
     def base(self) -> str:
@@ -91,6 +108,8 @@ class ShardSpec:
                 for member in self.members
             ],
         }
+        if self.frames is not None:  # absent for video shards: their digests stay as they were
+            document["frames"] = asdict(self.frames)
         return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     @cached_property
@@ -108,6 +127,7 @@ class ShardSpec:
             source_url=document["source_url"],
             samples=document["samples"],
             members=tuple(MemberSpec(**member) for member in document["members"]),
+            frames=FrameOptions(**document["frames"]) if "frames" in document else None,
         )
 
     def tarp_lines(self) -> str:
@@ -173,9 +193,16 @@ def sample_metadata(sample: Sample, source_url: str) -> dict[str, Any]:
 DECODED_TWINS = {GEOMETRY: "geometry.json", ANNOTATION: "anno.json"}
 
 
-def make_spec(plan: ShardPlan, source_url: str, *, decode: bool = True) -> ShardSpec:
+def make_spec(
+    plan: ShardPlan,
+    source_url: str,
+    *,
+    decode: bool = True,
+    frames: FrameOptions | None = None,
+) -> ShardSpec:
     """The spec of one planned shard: each sample's source members, their decoded JSON twins
-    (with `decode`), then the sample's json."""
+    (with `decode`, never for frame shards), then the sample's json."""
+    decode = decode and frames is None
     members: list[MemberSpec] = []
     for sample in plan.samples:
         for member in sample.members:
@@ -202,7 +229,7 @@ def make_spec(plan: ShardPlan, source_url: str, *, decode: bool = True) -> Shard
             sample_metadata(sample, source_url), sort_keys=True, separators=(",", ":")
         )
         members.append(MemberSpec(name=f"{sample.key}.{METADATA}", text=text))
-    return ShardSpec(f"{plan.name}.tar", source_url, len(plan.samples), tuple(members))
+    return ShardSpec(f"{plan.name}.tar", source_url, len(plan.samples), tuple(members), frames)
 
 
 @dataclass(frozen=True)
@@ -311,12 +338,13 @@ def upload_shard_specs(
     plans: list[ShardPlan],
     overwrite: bool = False,
     decode: bool = True,
+    frames: FrameOptions | None = None,
 ) -> SpecUpload:
     """Write each shard's tarp spec and pinned spec next to the shards (create-only)."""
     from tasks.storage import open_storage
 
     logger = get_run_logger()
-    specs = [make_spec(plan, source_url, decode=decode) for plan in plans]
+    specs = [make_spec(plan, source_url, decode=decode, frames=frames) for plan in plans]
     result = upload_specs(open_storage(dest_url), specs, overwrite=overwrite)
     logger.info(
         "Specs for %d shards at %s: %d written, %d already there, %d replaced; %d shards exist",

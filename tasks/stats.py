@@ -24,6 +24,15 @@ class DecodeFailure:
 
 
 @dataclass
+class ReportedVideo:
+    """A video of a frame shard that gave no samples, and why (misaligned, undecodable): never
+    a shifted sample."""
+
+    video: str
+    reason: str
+
+
+@dataclass
 class ShardStats:
     """What one shard holds; written beside it as `NAME.stats.json` once the tar is complete."""
 
@@ -36,6 +45,7 @@ class ShardStats:
     seconds: float
     members: list[MemberStats] = field(default_factory=list)
     decode_errors: list[DecodeFailure] = field(default_factory=list)
+    reported: list[ReportedVideo] = field(default_factory=list)  # frame shards only
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
@@ -45,4 +55,5 @@ class ShardStats:
         document = json.loads(data)
         document["members"] = [MemberStats(**m) for m in document.get("members", [])]
         document["decode_errors"] = [DecodeFailure(**d) for d in document.get("decode_errors", [])]
+        document["reported"] = [ReportedVideo(**r) for r in document.get("reported", [])]
         return cls(**document)

@@ -9,7 +9,7 @@ existing shard came from the same spec.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 import google_crc32c
@@ -132,3 +132,16 @@ def read_whole(source: Storage, member: MemberSpec) -> bytes:
     assert member.source is not None and member.size is not None
     with source.open_read(member.source, member.generation) as reader:
         return b"".join(read_pieces(reader, member.size, member.name))
+
+
+def webdataset_sample_count(names: Iterable[str]) -> int:
+    """How many samples webdataset makes of a tar with these member names, in order: its own
+    grouping by key, after skipping what it skips (top-level `__NAME__` metadata members)."""
+    from webdataset.tariterators import group_by_keys
+
+    files = (
+        {"fname": name, "data": b"", "__url__": ""}
+        for name in names
+        if not ("/" not in name and name.startswith("__") and name.endswith("__"))
+    )
+    return sum(1 for _ in group_by_keys(files))

@@ -8,6 +8,9 @@ For each `NAME.spec.json` at the destination, `NAME.tar` must:
 - end with the end-of-archive blocks (a tar cut at a member boundary is otherwise readable);
 - group, by webdataset's own rules, into the planned number of samples.
 
+A frame shard's members are made from its videos, so its stats (written by the build) are
+what it is checked against: names, sizes, checksums and the number of frame samples.
+
 The tar is read once, as a stream, in fixed pieces: memory does not grow with shard size.
 """
 
@@ -16,20 +19,18 @@ from __future__ import annotations
 import json
 import tarfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from typing import IO
 
 import google_crc32c
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from webdataset.tariterators import group_by_keys
 
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.specs import ShardFiles, ShardSpec
 from tasks.stats import ShardStats
 from tasks.storage import Storage, b64_to_hex
-from tasks.tar import BLOCK, DIGEST_COMMENT_PREFIX
+from tasks.tar import BLOCK, DIGEST_COMMENT_PREFIX, webdataset_sample_count
 
 STATUS_OK, STATUS_BAD, STATUS_MISSING = "ok", "bad", "missing"
 READ_PIECE = 1024 * 1024
@@ -94,6 +95,15 @@ def verify_shard(dest: Storage, spec: ShardSpec, stats: ShardStats | None) -> Sh
     if info is None:
         return ShardVerdict(spec.shard, STATUS_MISSING, [f"{dest.url_for(files.tar)} is missing"])
     verdict = ShardVerdict(spec.shard, STATUS_OK, tar_bytes=info.size)
+    current_stats = stats if stats is not None and stats.spec_digest == spec.digest else None
+    if spec.frames is not None and current_stats is None:
+        # A frame shard's members are made from its videos: only its stats say what they are.
+        verdict.status = STATUS_BAD
+        verdict.problems.append(
+            f"{dest.url_for(files.stats)} is missing or from another spec, so the frame "
+            "samples cannot be checked (verify --repair rebuilds the shard)"
+        )
+        return verdict
     expected = expected_members(spec, stats)
     names: list[str] = []
     with dest.open_read(files.tar) as raw:
@@ -104,19 +114,18 @@ def verify_shard(dest: Storage, spec: ShardSpec, stats: ShardStats | None) -> Sh
             verdict.problems.append(f"unreadable tar (truncated or corrupt): {exc}")
     if not verdict.problems and stats is not None and stats.tar_bytes != info.size:
         verdict.problems.append(f"size {info.size} differs from the built {stats.tar_bytes}")
-    verdict.samples = sum(1 for _ in group_by_keys(_as_files(names, spec.shard)))
-    if verdict.samples != spec.samples and not verdict.problems:
+    verdict.samples = webdataset_sample_count(names)
+    # A video shard holds the planned samples; a frame shard those its build recorded.
+    planned = (
+        spec.samples if spec.frames is None or current_stats is None else current_stats.samples
+    )
+    if verdict.samples != planned and not verdict.problems:
         verdict.problems.append(
-            f"webdataset groups it into {verdict.samples} samples, planned {spec.samples}"
+            f"webdataset groups it into {verdict.samples} samples, planned {planned}"
         )
     if verdict.problems:
         verdict.status = STATUS_BAD
     return verdict
-
-
-def _as_files(names: list[str], url: str) -> Iterator[dict[str, Any]]:
-    for name in names:
-        yield {"fname": name, "data": b"", "__url__": url}
 
 
 def _check_members(

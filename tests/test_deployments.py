@@ -58,6 +58,7 @@ pytestmark = pytest.mark.slow
 
 SOURCE = "gs://deploy-source"
 MANUAL_DEST = "gs://deploy-manual/shards"  # the deployments' default destination (a variable)
+FRAMES_DEST = "gs://deploy-manual/shards-frames"  # the frames deployment's: setup's default
 BUILD_SLOTS = 2
 CHROMIUM = Path("/usr/bin/chromium")
 SUMMARY_KEY = "objectron-wds-summary"
@@ -248,6 +249,38 @@ def test_second_run_skips_or_caches_every_shard(stack: Stack, manual_run: UUID) 
     assert {n: dest.stat(n).generation for n in _shards(dest)} == generations  # type: ignore[union-attr]
 
 
+def test_frames_deployment_run_builds_frame_samples(stack: Stack, tmp_path: Path) -> None:
+    """`prefect deployment run 'objectron-to-frames/manual' --watch`, as a person types it: the
+    frames flow on the worker, from the emulator's real H.264 videos to JPEG + labels samples
+    in the frames destination setup chose."""
+    output = stack.run(
+        str(BIN / "prefect"), "deployment", "run", "objectron-to-frames/manual",
+        "--param", "videos_per_shard=3", "--param", "max_shards=2",
+        "--param", "image_size=96x128",
+        "--watch", "--watch-interval", "2",
+        timeout=600,
+    )  # fmt: skip
+    assert "Completed" in output
+    run_id = _flow_run_id(output)
+    dest = open_storage(FRAMES_DEST)
+    assert _shards(dest) == [f"objectron-frames-{i:06d}.tar" for i in range(2)]
+    samples = _read_back(dest, tmp_path)
+    assert samples, "no frame samples"
+    for sample in samples:
+        assert {k for k in sample if not k.startswith("__")} == {"jpg", "json"}
+        labels = json.loads(sample["json"])
+        assert labels["key"] == sample["__key__"]
+        assert labels["key"] == f"{labels['video']}/{labels['frame_id']:06d}"
+        assert (labels["image"]["width"], labels["image"]["height"]) == (96, 128)
+        assert sample["jpg"][:2] == b"\xff\xd8"
+    artifacts = _artifacts(stack, run_id)
+    rows = artifacts[TABLE_KEY]
+    assert sum(row["samples"] for row in rows) == len(samples)
+    assert {row["status"] for row in rows} == {"built"}
+    assert f"{FRAMES_DEST}/objectron-frames-preview.jpg" in artifacts[SUMMARY_KEY]
+    assert dest.exists("objectron-frames-preview.jpg")
+
+
 def test_setup_is_idempotent_and_made_pool_limit_blocks_and_variables(stack: Stack) -> None:
     output = stack.run(str(BIN / "objectron-wds"), "setup", "--build-slots", str(BUILD_SLOTS))
     assert "exists (kept)" in output
@@ -297,10 +330,20 @@ def test_deployments_from_prefect_yaml_and_upcoming_scheduled_runs(stack: Stack)
     from prefect.client.schemas.objects import StateType
 
     with stack.client() as client:
+        flow_names = {f.id: f.name for f in client.read_flows()}
+        # Deployment names are unique per flow: key them FLOW/NAME, as `prefect deployment run`.
         deployments = {
-            d.name: d for d in client.read_deployments() if d.work_pool_name == DEFAULT_POOL
+            f"{flow_names[d.flow_id]}/{d.name}": d
+            for d in client.read_deployments()
+            if d.work_pool_name == DEFAULT_POOL
         }
-        assert set(deployments) == {"manual", "nightly", "dask", "verify"}
+        assert set(deployments) == {
+            "objectron-to-wds/manual",
+            "objectron-to-wds/nightly",
+            "objectron-to-wds/dask",
+            "objectron-to-frames/manual",
+            "verify-shards/verify",
+        }
         for deployment in deployments.values():
             assert deployment.work_pool_name == DEFAULT_POOL
             assert set(deployment.tags) == {"objectron-wds", "webdataset"}
@@ -309,11 +352,16 @@ def test_deployments_from_prefect_yaml_and_upcoming_scheduled_runs(stack: Stack)
                 env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == f"local-file-system/{RESULTS_BLOCK}"
             )
             assert env["OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"] == GCP_CREDENTIALS_BLOCK
-        nightly = deployments["nightly"]
+        nightly = deployments["objectron-to-wds/nightly"]
         assert nightly.parameters == {"source": SOURCE, "dest": MANUAL_DEST, "overwrite": False}
         assert [s.schedule.cron for s in nightly.schedules] == ["0 3 * * *"]  # type: ignore[union-attr]
-        assert deployments["dask"].job_variables["env"]["OBJECTRON_WDS_DASK_ADDRESS"] == ""
-        assert deployments["verify"].parameters == {"dest": MANUAL_DEST}
+        dask = deployments["objectron-to-wds/dask"]
+        assert dask.job_variables["env"]["OBJECTRON_WDS_DASK_ADDRESS"] == ""
+        assert deployments["verify-shards/verify"].parameters == {"dest": MANUAL_DEST}
+        assert deployments["objectron-to-frames/manual"].parameters == {
+            "source": SOURCE,
+            "dest": FRAMES_DEST,
+        }
 
         # The scheduler service fills upcoming runs within seconds of the deployment.
         deadline = time.monotonic() + 60
@@ -592,7 +640,8 @@ def test_run_from_the_prefect_ui_custom_run_form(stack: Stack, tmp_path: Path) -
     from playwright.sync_api import expect, sync_playwright
 
     with stack.client() as client:
-        schema = client.read_deployment_by_name("objectron-to-wds/manual").parameter_openapi_schema
+        deployment = client.read_deployment_by_name("objectron-to-wds/manual")
+        schema = deployment.parameter_openapi_schema
     descriptions = {
         name: " ".join(prop["description"].split()) for name, prop in schema["properties"].items()
     }
@@ -614,9 +663,8 @@ def test_run_from_the_prefect_ui_custom_run_form(stack: Stack, tmp_path: Path) -
         try:
             page = browser.new_page()
             page.set_default_timeout(60_000)
-            page.goto(f"{base}/deployments")
-            page.get_by_role("link", name="manual", exact=True).click()
-            page.wait_for_url("**/deployments/deployment/**")
+            # Two flows have a `manual` deployment: open the conversion's by its id.
+            page.goto(f"{base}/deployments/deployment/{deployment.id}")
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").first.click()
             page.wait_for_url("**/run**")

@@ -33,8 +33,21 @@ def _strings(value: Any) -> list[str]:
 
 def test_prefect_yaml_deployments_share_pool_tags_and_hold_no_bucket() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    deployments = {d["name"]: d for d in config["deployments"]}
-    assert set(deployments) == {"manual", "nightly", "dask", "verify"}
+    flows = {
+        "flows/convert.py:objectron_to_wds": "objectron-to-wds",
+        "flows/dask_runner.py:objectron_to_wds_dask": "objectron-to-wds",
+        "flows/frames.py:objectron_to_frames": "objectron-to-frames",
+        "flows/verify.py:verify_shards": "verify-shards",
+    }
+    # Deployment names are unique per flow, so `manual` is two deployments.
+    deployments = {f"{flows[d['entrypoint']]}/{d['name']}": d for d in config["deployments"]}
+    assert set(deployments) == {
+        "objectron-to-wds/manual",
+        "objectron-to-wds/nightly",
+        "objectron-to-wds/dask",
+        "objectron-to-frames/manual",
+        "verify-shards/verify",
+    }
     for deployment in deployments.values():
         assert deployment["work_pool"]["name"] == DEFAULT_POOL
         assert deployment["tags"] == config["definitions"]["tags"]
@@ -42,8 +55,9 @@ def test_prefect_yaml_deployments_share_pool_tags_and_hold_no_bucket() -> None:
         assert (
             f"def {name}" in (ROOT / path).read_text() or f"{name} =" in (ROOT / path).read_text()
         )
-    assert deployments["nightly"]["schedules"] == [config["definitions"]["schedules"]["nightly"]]
-    assert deployments["nightly"]["parameters"]["overwrite"] is False
+    nightly = deployments["objectron-to-wds/nightly"]
+    assert nightly["schedules"] == [config["definitions"]["schedules"]["nightly"]]
+    assert nightly["parameters"]["overwrite"] is False
     # Buckets come from Prefect variables, credentials from blocks: none written here.
     values = _strings(config["deployments"]) + _strings(config["definitions"])
     assert not [v for v in values if v.startswith("gs://") or "key" in v.lower()]

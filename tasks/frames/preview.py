@@ -12,9 +12,14 @@ import json
 import re
 import tarfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from PIL import Image, ImageDraw, ImageFont
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.policy import RETRY_POLICY, redact_errors
 
 __all__ = [
     "BACKGROUND",
@@ -22,8 +27,11 @@ __all__ = [
     "EDGES",
     "GAP",
     "LABEL_HEIGHT",
+    "NotAFrameShard",
     "contact_sheet",
     "preview_samples",
+    "preview_shard",
+    "write_preview",
 ]
 
 # Objectron's 12 box edges between keypoints 1-8 (keypoint 0 is the centre): along the box's
@@ -212,3 +220,64 @@ def preview_samples(tar_stream: IO[bytes], count: int) -> list[tuple[bytes, dict
             members[extension] = data
     take()
     return found[:count]
+
+
+class NotAFrameShard(ValueError):
+    """The shard given to `preview` holds no frame samples (a video shard, or empty)."""
+
+
+def _split_url(shard_url: str) -> tuple[str, str]:
+    """`gs://b/p/NAME.tar` -> ("gs://b/p", "NAME.tar"); a local path likewise."""
+    folder, _, name = shard_url.rstrip("/").rpartition("/")
+    return folder or ".", name
+
+
+def preview_shard(shard_url: str, out: Path, *, samples: int = 16) -> int:
+    """Draw the first `samples` frames of a frame shard (a path or gs:// URL) into `out`
+    (JPEG); returns how many were drawn.
+
+    Raises:
+        FileNotFoundError: No such shard.
+        NotAFrameShard: It holds no jpg + json samples.
+    """
+    from tasks.storage import open_storage
+
+    folder, name = _split_url(shard_url)
+    storage = open_storage(folder)
+    if not storage.exists(name):
+        raise FileNotFoundError(f"{shard_url}: no such shard")
+    with storage.open_read(name) as stream:
+        found = preview_samples(stream, samples)
+    if not found:
+        raise NotAFrameShard(
+            f"{shard_url} holds no frame samples (KEY.jpg + KEY.json): is it a shard of "
+            "`objectron-wds frames`, and were all its videos reported (see NAME.stats.json)?"
+        )
+    data = contact_sheet(found)
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(out)  # never a half-written picture at the name asked for
+    return len(found)
+
+
+PREVIEW_SAMPLES = 16
+
+
+@task(name="write-preview", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+@redact_errors
+def write_preview(dest_url: str, shard: str, name: str) -> str | None:
+    """The contact sheet of `shard`'s first frames at `dest_url/name` (replaced: derived
+    data); its URL, or None when the shard has no samples (all its videos were reported)."""
+    from tasks.storage import open_storage
+
+    logger = get_run_logger()
+    dest = open_storage(dest_url)
+    with dest.open_read(shard) as stream:
+        found = preview_samples(stream, PREVIEW_SAMPLES)
+    if not found:
+        logger.warning("No preview: %s holds no frame samples", shard)
+        return None
+    dest.replace_bytes(name, contact_sheet(found))
+    url = dest.url_for(name)
+    logger.info("Preview of %s (%d frames with their boxes): %s", shard, len(found), url)
+    return url

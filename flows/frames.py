@@ -1,0 +1,231 @@
+"""The `objectron-to-frames` flow: Objectron's annotated frames as WebDataset samples, one JPEG
+and its labels per frame, built from the raw videos.
+
+The stages and guarantees are `objectron-to-wds`'s (flows/convert.py): check, list, assemble
+(annotated videos only), plan (videos per shard), specs, build (tasks/frames/shard.py decodes
+each shard's videos), index; then the preview picture of the first shard. This module only
+composes them. Run it with `objectron-wds frames ...` or the `objectron-to-frames/manual`
+deployment.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+# Loaded by path (a deployment entry point): make the project importable.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.convert import NoSamples, ShardsFailed
+from flows.shards import build_planned_shards
+from tasks.build import STATUS_BUILT
+from tasks.checks import preflight
+from tasks.frames.preview import write_preview
+from tasks.index import write_index
+from tasks.listing import list_source
+from tasks.parameters import (
+    MAX_CONCURRENCY,
+    InvalidInput,
+    validate_frame_parameters,
+    validate_parameters,
+)
+from tasks.planning import plan_shards
+from tasks.samples import assemble
+from tasks.specs import FrameOptions, upload_shard_specs
+
+# The summary lists this many reported videos; the shards' stats and the table list all.
+MAX_REPORTED_SHOWN = 50
+
+
+@flow(
+    name="objectron-to-frames",
+    flow_run_name="objectron-to-frames {series}: {source} -> {dest}",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY),  # type: ignore[arg-type]
+    validate_parameters=True,
+)
+def objectron_to_frames(
+    dest: str,
+    source: str = "gs://objectron",
+    listing_file: str | None = None,
+    videos_per_shard: int = 10,
+    max_shards: int | None = None,
+    shuffle_seed: int | None = 0,
+    classes: list[str] | None = None,
+    split: Literal["all", "train", "test"] = "all",
+    series: str = "objectron-frames",
+    stride: int = 1,
+    image_size: str = "480x640",
+    jpeg_quality: int = 90,
+    concurrency: int = 2,
+    concurrency_limit: str | None = "objectron-wds-build",
+    chunk_size_mib: int = 16,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Build per-frame WebDataset samples (KEY.jpg + KEY.json) from Objectron's annotated videos.
+
+    Args:
+        dest: Where shards, specs, stats, the shard index and the preview go:
+            `gs://BUCKET/PREFIX` or a local folder. Must not lie inside `source`.
+        source: The Objectron bucket (`gs://objectron`, read anonymously) or a copy of it: a
+            `gs://` URL or a local folder with `videos/`, `annotations/` and `v1/index/`.
+        listing_file: Optional `gsutil ls -r` (or `ls -l -r`) output to use instead of listing
+            the bucket through the API; a local path or a gs:// URL.
+        videos_per_shard: Videos whose frames go into one shard (about 250 frames each for
+            Objectron at stride 1); the last shard may hold fewer.
+        max_shards: Build at most this many shards (the first ones of the plan); empty = all.
+        shuffle_seed: Seed of the video shuffle before cutting shards and of the frame order
+            inside each shard (neighbouring samples come from different videos); empty = key
+            order. Changing it changes every shard.
+        classes: Only these classes (e.g. ["bike", "cup"]); empty = all nine.
+        split: `all`, or only the videos the index files put in `train` or `test` (series
+            SERIES-train / SERIES-test).
+        series: First part of every shard name: SERIES-000000.tar.
+        stride: Take every stride-th annotated frame of each video (1 = all of them).
+        image_size: `WIDTHxHEIGHT`: the upright frame scaled to fit inside this box, aspect
+            kept (Objectron's 1440x1920 becomes exactly 480x640); `full` keeps the decoded size.
+        jpeg_quality: JPEG quality, 1-100 (libjpeg-turbo).
+        concurrency: Shards built at the same time by this run. Each build decodes one video
+            at a time with FFmpeg's threads; 2 keeps a 2-core machine busy.
+        concurrency_limit: Tag of a Prefect task concurrency limit that bounds builds across
+            all runs and workers (created by `objectron-wds setup`). Empty = none.
+        chunk_size_mib: Upload chunk size in MiB (GCS resumable uploads).
+        overwrite: Replace shards and specs at the destination that came from a different
+            plan. Off by default: such a run is refused before writing anything.
+    """
+    logger = get_run_logger()
+    if not dest.strip():
+        raise InvalidInput(
+            "dest is empty: give gs://BUCKET/PREFIX or a folder (deployments default to the "
+            "Prefect variable objectron_wds_dest: `objectron-wds setup --dest ...`, then deploy)"
+        )
+    validate_parameters(
+        shard_size=videos_per_shard,
+        max_shards=max_shards,
+        concurrency=concurrency,
+        chunk_size_mib=chunk_size_mib,
+        series=series,
+    )
+    validate_frame_parameters(stride=stride, image_size=image_size, jpeg_quality=jpeg_quality)
+    preflight(source, dest, listing_file)
+    objects = list_source(source, listing_file)
+    assembly = assemble(source, objects, True, classes, split)
+    if split != "all":
+        series = f"{series}-{split}"
+    if not assembly.samples:
+        raise NoSamples(
+            f"no annotated videos under {source}: {len(objects)} objects listed, left out: "
+            f"{assembly.skipped_counts() or 'nothing'}. Check the source URL (it should hold "
+            "videos/CLASS/batch-I/J/video.MOV and annotations/CLASS/batch-I/J.pbdata) and the "
+            "classes filter."
+        )
+    plans = plan_shards(
+        assembly.samples,
+        shard_size=videos_per_shard,
+        max_shards=max_shards,
+        shuffle_seed=shuffle_seed,
+        series=series,
+    )
+    logger.info(
+        "Plan: %d videos into %d shards of up to %d videos (seed %s; stride %d, %s, quality %d)",
+        sum(len(p.samples) for p in plans), len(plans), videos_per_shard, shuffle_seed,
+        stride, image_size, jpeg_quality,
+    )  # fmt: skip
+    options = FrameOptions(
+        stride=stride, image_size=image_size, jpeg_quality=jpeg_quality, shuffle_seed=shuffle_seed
+    )
+    specs = upload_shard_specs(source, dest, plans, overwrite, False, options)
+    outcome = build_planned_shards(
+        source,
+        dest,
+        specs,
+        description=f"{series} -> {dest}",
+        concurrency=concurrency,
+        concurrency_limit=concurrency_limit,
+        overwrite=overwrite,
+        chunk_size_mib=chunk_size_mib,
+        frames=True,
+    )
+    stats, failures = outcome.stats, outcome.failures
+    reported = sorted(
+        (
+            {"shard": s.shard, "video": r.video, "reason": r.reason}
+            for s in stats
+            for r in s.reported
+        ),
+        key=lambda entry: entry["video"],
+    )
+    built = sum(s.status == STATUS_BUILT for s in stats)
+    summary: dict[str, Any] = {
+        "dest": dest,
+        "shards": len(plans),
+        "built": built,
+        "skipped": len(stats) - built,
+        "failed": len(failures),
+        "videos": sum(len(p.samples) for p in plans),
+        "samples": sum(s.samples for s in stats),
+        "tar_bytes": sum(s.tar_bytes for s in stats),
+        "reported": reported,
+        "left_out": assembly.skipped_counts(),
+        "no_split": assembly.no_split,
+        "series": series,
+        "index": None,
+        "preview": None,
+    }
+    if failures:
+        _publish_summary(summary, failures)
+        raise ShardsFailed(
+            f"{len(failures)} of {len(plans)} shards failed (the others are complete; "
+            f"run again to resume): " + "; ".join(failures[:5])
+        )
+    summary["index"] = write_index(dest, series, stats)
+    summary["preview"] = write_preview(dest, f"{plans[0].name}.tar", f"{series}-preview.jpg")
+    _publish_summary(summary, failures)
+    logger.info(
+        "Done: %d shards (%d built, %d already there), %d frame samples from %d videos "
+        "(%d reported), %s bytes; index %s; preview %s",
+        summary["shards"], built, summary["skipped"], summary["samples"], summary["videos"],
+        len(reported), f"{summary['tar_bytes']:,}", summary["index"], summary["preview"],
+    )  # fmt: skip
+    return summary
+
+
+def _publish_summary(summary: dict[str, Any], failures: list[str]) -> None:
+    create_markdown_artifact(
+        key="objectron-wds-summary",
+        markdown=_summary_markdown(summary, failures),
+        description="objectron-to-frames run summary",
+    )
+
+
+def _summary_markdown(summary: dict[str, Any], failures: list[str]) -> str:
+    reported = summary["reported"]
+    lines = [
+        "# objectron-to-frames",
+        "",
+        f"- destination: `{summary['dest']}`",
+        f"- shards planned: {summary['shards']}; built: {summary['built']}; "
+        f"already there: {summary['skipped']}; failed: {summary['failed']}",
+        f"- frame samples: {summary['samples']} from {summary['videos']} videos; "
+        f"bytes: {summary['tar_bytes']:,}",
+        f"- videos reported (no samples): {len(reported)}",
+        f"- left out of the plan: {summary['left_out'] or 'nothing'}",
+        f"- shard index: `{summary['index']}`"
+        if summary["index"]
+        else "- shard index: not written",
+        f"- preview: `{summary['preview']}`" if summary["preview"] else "- preview: not written",
+    ]
+    if reported:
+        lines += ["", "## Reported videos (no samples; the other videos were built)", ""]
+        lines += [
+            f"- `{entry['video']}` ({entry['shard']}): {entry['reason']}"
+            for entry in reported[:MAX_REPORTED_SHOWN]
+        ]
+    if failures:
+        lines += ["", "## Failed shards", ""] + [f"- {failure}" for failure in failures[:50]]
+    return "\n".join(lines) + "\n"
