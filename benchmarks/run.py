@@ -20,8 +20,11 @@ Rows, one module per measure (see README.md for what each compares and why):
   overhead.py (6)      orchestration overhead per shard task (Prefect flow vs the same work
                        without Prefect)
   scaling.py (7)       build throughput at concurrency 1, 2, 4, 8 on fake-gcs-server (CPU use)
+  frames.py (F)        frames: decode_frames vs the ffmpeg command line at 480x640 and full
+                       size, and its peak RSS on a 30- and a 1000-frame video (also a script
+                       of its own: `benchmarks/frames.py [--quick]`)
 
-`--only` takes the measures' names: throughput,memory,planning,overhead,scaling.
+`--only` takes the measures' names: throughput,memory,planning,overhead,scaling,frames.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import memory, overhead, planning, scaling, throughput
+from benchmarks import frames, memory, overhead, planning, scaling, throughput
 from benchmarks.common import MB, machine_facts
 from benchmarks.harness import SMOKE, Bench, Config, render
 from tasks.fake_gcs import FakeGcsServer
@@ -52,6 +55,7 @@ MEASURES: dict[str, Callable[[Bench], None]] = {
     "planning": planning.rows,
     "overhead": overhead.rows,
     "scaling": scaling.rows,
+    "frames": frames.rows,
 }
 
 

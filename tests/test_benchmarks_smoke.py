@@ -52,3 +52,27 @@ def test_benchmark_script_smoke(prefect_server: str, tmp_path: Path) -> None:
     for row in rows[1:]:
         assert len(row) == 7, row
         assert all(row[:6]), row
+
+
+@pytest.mark.slow
+def test_frames_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/frames.py --quick: makes its videos, runs ffmpeg and decode_frames side by
+    side and prints every row (no timing asserted; the RSS rows are whole numbers of MiB)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "frames.py"), "--quick",
+         "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "frames.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    rows = {row[0]: row for row in ([c.strip() for c in CELL.split(line.strip()[1:-1])]
+                                    for line in table[1:])}  # fmt: skip
+    expected = {"F 480x640", "F full"} | {
+        f"F rss {n} {s}" for n in (10, 40) for s in ("box", "full")
+    }
+    assert expected <= set(rows), f"rows missing: {sorted(expected - set(rows))}\n{result.stdout}"
+    assert "480x640" in rows["F 480x640"][2]  # the quick video's 360x480 is scaled up to the box
+    assert "360x480" in rows["F full"][2]  # upright: stored 480x360 with a 90-degree matrix
+    for key in expected:
+        assert re.fullmatch(r"\d+ MiB", rows[key][2]) or "frames/s" in rows[key][2], rows[key]
+    assert (tmp_path / "frames.json").exists()

@@ -21,7 +21,14 @@ FRAMES = 5
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStorage, sd.SampleDataset]:
     storage = LocalStorage(tmp_path_factory.mktemp("bucket"))
     result = sd.write_sample_dataset(
-        storage, videos=3, seed=7, video_bytes=1024, frames=FRAMES, unannotated=1, placeholders=1
+        storage,
+        videos=3,
+        seed=7,
+        video_bytes=1024,
+        frames=FRAMES,
+        unannotated=1,
+        placeholders=1,
+        traps=False,  # the wrong-category trap would change a category checked below
     )
     return storage, result
 
@@ -45,7 +52,7 @@ def test_geometry_written_by_generator_decodes_to_its_numbers(
         for frame, values in zip(decoded["frames"], expected, strict=True):
             assert frame["timestamp"] == values.timestamp  # a double: exact
             assert frame["tracking_state"] == "NORMAL"
-            assert (frame["image_width"], frame["image_height"]) == (1440, 1920)
+            assert (frame["image_width"], frame["image_height"]) == (1920, 1440)  # the sensor
             assert close_f32(frame["camera_transform"], values.transform)
             assert close_f32(frame["intrinsics"], values.intrinsics)
             assert close_f32(frame["projection_matrix"], values.projection_matrix)
@@ -84,7 +91,7 @@ def test_annotation_written_by_generator_decodes_to_its_numbers(
             assert camera["tracking_state"] == "NORMAL"
             assert close_f32(camera["transform"], expected.transform)
             assert close_f32(camera["intrinsics"], expected.intrinsics)
-            assert (camera["image_width"], camera["image_height"]) == (1440, 1920)
+            assert (camera["image_width"], camera["image_height"]) == (1920, 1440)
 
 
 def test_output_is_plain_json_with_stable_key_order(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy
 import pytest
 
 import tasks.objectron
@@ -17,6 +18,11 @@ from tasks.objectron import sample_data as sd
 from tasks.storage import LocalStorage, Storage, open_storage
 
 INDEX_DIR = Path(tasks.objectron.__file__).parent / "index"
+# Objectron's corners 1-8 (dataset/box.py), written out here rather than taken from the module.
+UNIT_BOX_CORNERS = [
+    [0.0, 0.0, 0.0],
+    *([x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)),
+]
 CLASSES = ["bike", "book", "bottle", "camera", "cereal_box", "chair", "cup", "laptop", "shoe"]
 
 
@@ -48,7 +54,7 @@ def expected_names(result: sd.SampleDataset) -> set[str]:
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStorage, sd.SampleDataset]:
     storage = LocalStorage(tmp_path_factory.mktemp("bucket"))
-    return storage, sd.write_sample_dataset(storage, video_bytes=64 * 1024)
+    return storage, sd.write_sample_dataset(storage)
 
 
 # --- index files ---------------------------------------------------------------------------
@@ -100,14 +106,56 @@ def test_sample_values_are_geometrically_consistent() -> None:
         product = matmul4(frame.view_matrix, frame.transform)
         assert product == pytest.approx(identity, abs=1e-5)
         fx, _, cx, _, fy, cy, *_ = frame.intrinsics
+        # The landscape sensor's principal point, not the portrait picture's.
+        assert cx == pytest.approx(960, abs=5) and cy == pytest.approx(720, abs=5)
         for (x, y, z), (u, v, depth) in zip(frame.keypoints_3d, frame.keypoints_2d, strict=True):
-            assert z < 0 and depth == pytest.approx(-z, rel=1e-6)
-            assert 0.0 <= u <= 1.0 and 0.0 <= v <= 1.0
-            assert u == pytest.approx((cx + fx * x / depth) / sd.IMAGE_WIDTH, abs=1e-5)
-            assert v == pytest.approx((cy - fy * y / depth) / sd.IMAGE_HEIGHT, abs=1e-5)
+            assert z < 0 and depth == -z
+            # Sensor pixels by the pinhole model, then the upright picture (sensor turned 90
+            # degrees clockwise): x_up = H_s - v_s, y_up = u_s.
+            u_sensor = cx + fx * x / depth
+            v_sensor = cy - fy * y / depth
+            assert u == pytest.approx((1440 - v_sensor) / 1440, abs=1e-6)
+            assert v == pytest.approx(u_sensor / 1920, abs=1e-6)
     # 30 fps timestamps
     steps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(values.frames)]
     assert steps == pytest.approx([1 / 30] * 5)
+
+
+def test_keypoints_3d_are_the_box_in_camera_coordinates() -> None:
+    # keypoints_3d = R_cam (scale * unit) + t_cam, R_cam = view[:3,:3] R_world,
+    # t_cam = view[:3,:3] t_world + view[:3,3], from the float32 numbers as written.
+    values = sd.sample_values("cup/batch-2/9", seed=1, frames=5)
+    rotation = numpy.array(values.box.rotation, dtype=numpy.float64).reshape(3, 3)
+    translation = numpy.array(values.box.translation, dtype=numpy.float64)
+    scale = numpy.array(values.box.scale, dtype=numpy.float64)
+    unit = numpy.array(UNIT_BOX_CORNERS, dtype=numpy.float64)
+    for frame in values.frames:
+        view = numpy.array(frame.view_matrix, dtype=numpy.float64).reshape(4, 4)
+        r_cam = view[:3, :3] @ rotation
+        t_cam = view[:3, :3] @ translation + view[:3, 3]
+        expected = (r_cam @ (unit * scale).T).T + t_cam
+        assert numpy.abs(numpy.array(frame.keypoints_3d) - expected).max() < 1e-6
+
+
+def test_world_up_is_up_in_the_upright_picture() -> None:
+    # The box is turned about the vertical axis only, so its local +y is world up: corner 3
+    # (-,+,-) lies straight above corner 1 (-,-,-), and must be drawn above it (smaller y).
+    for j in range(20):
+        for frame in sd.sample_values(f"bike/batch-1/{j}", frames=3).frames:
+            top, bottom = frame.keypoints_2d[3], frame.keypoints_2d[1]
+            assert top[1] < bottom[1]
+            assert abs(top[0] - bottom[0]) < abs(top[1] - bottom[1])
+
+
+def test_keypoints_stay_inside_the_picture_clear_of_the_counter() -> None:
+    x_min, y_min, x_max, y_max = sd.KEYPOINT_AREA
+    assert y_min > sd.COUNTER_HEIGHT * 2  # the strip and the digits below it
+    # 60 videos, 300 frames each (the orbit turns 3-9 radians: every side of the box).
+    for j in range(60):
+        key = f"{CLASSES[j % 9]}/batch-{j % 5}/{j}"
+        for frame in sd.sample_values(key, seed=j % 3, frames=300).frames[::5]:
+            for x, y, _ in frame.keypoints_2d:
+                assert x_min <= x <= x_max and y_min <= y <= y_max, (key, x, y)
 
 
 def test_sample_values_floats_are_float32() -> None:
@@ -118,7 +166,7 @@ def test_sample_values_floats_are_float32() -> None:
     assert any(value != round(value, 3) for value in floats)  # not trivially short numbers
 
 
-def test_build_video_size_and_header() -> None:
+def test_stand_in_video_size_and_header() -> None:
     sizes = [len(sd.build_video(f"cup/batch-1/{j}", seed=0, video_bytes=10_000)) for j in range(40)]
     assert all(8_000 <= size <= 12_000 for size in sizes)
     assert len(set(sizes)) > 30  # sizes vary from video to video
@@ -138,7 +186,7 @@ def test_build_geometry_has_one_normal_camera_record_per_frame() -> None:
         assert message.timestamp == frame.timestamp
         camera = message.camera
         assert camera.tracking_state == pb.ARCamera.NORMAL
-        assert (camera.image_resolution_width, camera.image_resolution_height) == (1440, 1920)
+        assert (camera.image_resolution_width, camera.image_resolution_height) == (1920, 1440)
         assert list(camera.transform) == frame.transform
         assert [len(camera.intrinsics), len(camera.projection_matrix)] == [9, 16]
         assert list(camera.view_matrix) == frame.view_matrix
@@ -177,7 +225,7 @@ def test_layout_matches_the_real_bucket(written: tuple[LocalStorage, sd.SampleDa
     assert result.objects_written == result.objects and result.objects_existing == 0
     assert result.total_bytes == sum(listing.values())
     for key in result.annotated + result.unannotated:
-        assert 0.8 * 64 * 1024 <= listing[f"videos/{key}/video.MOV"] <= 1.2 * 64 * 1024
+        assert listing[f"videos/{key}/video.MOV"] > 1000  # real H.264: a few kB at 192x256
         assert listing[f"videos/{key}/geometry.pbdata"] > 0
         assert 0 < listing[f"videos/{key}/id.txt"] < 100
 
@@ -211,7 +259,7 @@ def test_index_files_are_copied_verbatim(written: tuple[LocalStorage, sd.SampleD
 def test_rerun_with_same_seed_is_a_no_op(written: tuple[LocalStorage, sd.SampleDataset]) -> None:
     storage, first = written
     before = {info.name: (info.size, info.generation) for info in storage.list()}
-    again = sd.write_sample_dataset(storage, video_bytes=64 * 1024)
+    again = sd.write_sample_dataset(storage)
     assert again.objects_written == 0 and again.objects_existing == first.objects
     assert (again.annotated, again.total_bytes) == (first.annotated, first.total_bytes)
     after = {info.name: (info.size, info.generation) for info in storage.list()}

@@ -12,9 +12,18 @@ writes a small bucket or folder with the same layout (docs/objectron.md):
   non-public batches;
 - the real index files, byte for byte, at `v1/index/NAME`.
 
-Videos are random bytes (nothing decodes them), but `geometry.pbdata` and the annotations are
-real protobuf messages with plausible, deterministic numbers: `sample_values` returns the
-numbers for one video, so a test can check a decoder against what was written.
+`geometry.pbdata` and the annotations are real protobuf messages with plausible, deterministic
+numbers in Objectron's conventions (a landscape sensor camera, 2D keypoints of the upright
+portrait picture): `sample_values` returns the numbers for one video, so a test can check a
+decoder against what was written. Each `video.MOV` is a real H.264 QuickTime video (PyAV and
+libx264, 30 fps, 192x256 upright by default) whose frames show the annotated box drawn where
+its 2D keypoints say and a frame counter that `read_frame_counter` reads back from the pixels,
+so a test can check frames against labels; about half are stored landscape with a rotation tag,
+as Objectron's are. Benchmarks that only move bytes can ask for random stand-in bytes instead
+(`video_bytes`).
+
+Traps, on by default: one video shorter than its annotation, one that does not decode, one
+whose annotation names the wrong class (`SampleDataset` names them).
 
 Everything is a pure function of the seed and the options, and writing is create-only: a rerun
 with the same arguments skips every object that is already there with the same bytes, and an
@@ -26,15 +35,22 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import io
 import math
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any
 
+import av
+import numpy
+from PIL import Image, ImageDraw, ImageFont
+
 from tasks.objectron import proto as pb
+from tasks.objectron.box import EDGES, UNIT_BOX
 from tasks.storage import AlreadyExists, Storage, StorageError
 
 CLASSES: tuple[str, ...] = (
@@ -55,9 +71,33 @@ INDEX_PREFIX = "v1/index/"
 # The one public, annotated video that is in neither split.
 NO_SPLIT_KEY = "book/batch-3/18"
 
-IMAGE_WIDTH = 1440
-IMAGE_HEIGHT = 1920
+# The AR camera is the landscape sensor (its image_resolution); the videos and the 2D
+# keypoints are the upright (portrait) picture, the sensor image turned 90 degrees clockwise.
+SENSOR_WIDTH = 1920
+SENSOR_HEIGHT = 1440
 FPS = 30.0
+# The sample videos: upright size, and what their pictures show (`render_frame`).
+DEFAULT_VIDEO_SIZE = "192x256"
+VIDEO_WIDTH = 192
+VIDEO_HEIGHT = 256
+BACKGROUND_COLOUR = (40, 40, 48)
+BOX_COLOUR = (255, 255, 0)
+# The frame counter: a start cell (black), COUNTER_BITS bits (white = 1, most significant
+# first), an even-parity cell and a guard cell (white), across the top COUNTER_HEIGHT of the
+# picture; big enough to survive JPEG and a resize to 120x160.
+COUNTER_BITS = 10
+COUNTER_CELLS = COUNTER_BITS + 3
+COUNTER_HEIGHT = 1 / 16
+# The part of the upright picture that every 2D keypoint of `sample_values` lies in, as
+# (x_min, y_min, x_max, y_max), normalized: clear of the counter and the digits below it.
+KEYPOINT_AREA = (0.05, 0.2, 0.95, 0.95)
+# Fixed encoder settings: one thread makes x264 deterministic.
+X264_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("threads", "1"),
+    ("preset", "veryfast"),
+    ("crf", "18"),
+    ("g", "30"),
+)
 # Objects are written by this many threads: on GCS each object is one or two round trips, and
 # those (not CPU) dominate the run time.
 WRITE_THREADS = 8
@@ -65,18 +105,6 @@ WRITE_THREADS = 8
 UNANNOTATED_BATCHES = range(1001, 1100)
 PLACEHOLDER_BATCHES = range(2001, 2100)
 
-# Objectron's box keypoints in the object frame: the centre first, then the 8 corners.
-UNIT_BOX: tuple[tuple[float, float, float], ...] = (
-    (0.0, 0.0, 0.0),
-    (-0.5, -0.5, -0.5),
-    (-0.5, -0.5, 0.5),
-    (-0.5, 0.5, -0.5),
-    (-0.5, 0.5, 0.5),
-    (0.5, -0.5, -0.5),
-    (0.5, -0.5, 0.5),
-    (0.5, 0.5, -0.5),
-    (0.5, 0.5, 0.5),
-)
 # A QuickTime `ftyp` box, so tools that sniff file types see the random videos as .MOV files.
 _MOV_HEADER = b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  "
 
@@ -155,6 +183,13 @@ class SampleDataset:
         unannotated: Complete videos without annotation, named in no index file.
         placeholders: Videos whose three objects are 0 bytes, named in no index file.
         no_split: Annotated videos that are in `CLASS_annotations` but in neither split.
+        short_videos: Annotated videos whose `video.MOV` has fewer frames than their
+            annotation and geometry (a trap: frames must never be shifted onto labels).
+        corrupt_videos: Annotated videos whose `video.MOV` opens but does not decode.
+        wrong_category: Annotated videos whose annotation names another class than the
+            folder (as in Objectron issue #62; the folder name is the truth).
+        rotated: Videos (annotated or not) stored landscape with a rotation tag
+            (`stored_rotation` 90); empty with stand-in `video_bytes`.
         total_bytes: Size of all objects of the dataset (index files included).
         objects: Number of objects of the dataset.
         objects_written: Objects created by this call.
@@ -165,6 +200,10 @@ class SampleDataset:
     unannotated: list[str]
     placeholders: list[str]
     no_split: list[str]
+    short_videos: list[str]
+    corrupt_videos: list[str]
+    wrong_category: list[str]
+    rotated: list[str]
     total_bytes: int
     objects: int
     objects_written: int
@@ -241,12 +280,33 @@ def _rng(seed: int, *parts: str) -> random.Random:
     return random.Random(":".join(["objectron-wds-sample", str(seed), *parts]))
 
 
+def _matvec(matrix: list[float], columns: int, vector: list[float]) -> list[float]:
+    """`matrix` (row-major, `columns` wide) times `vector`, rows as many as `vector` has."""
+    return [
+        sum(matrix[r * columns + c] * vector[c] for c in range(len(vector)))
+        for r in range(len(vector))
+    ]
+
+
 def sample_values(key: str, *, seed: int = 0, frames: int = 12) -> SampleValues:
     """The numbers that `write_sample_dataset` writes for one annotated video.
 
-    A camera orbits the annotated box at 30 fps, always looking at its centre; the frame
-    values are derived from that geometry, so they are consistent with one another (the view
-    matrix inverts the transform, the 2D keypoints are projections of the 3D ones).
+    A camera orbits the annotated box at 30 fps, always looking at its centre, held upright
+    (portrait), like the phones that recorded Objectron. The numbers follow Objectron's
+    conventions (the common brief and docs/objectron.md):
+
+    - the camera is the landscape sensor: `SENSOR_WIDTH` x `SENSOR_HEIGHT` (1920x1440),
+      intrinsics and projection for sensor pixels, +X sensor-right, +Y sensor-up, looking
+      down -Z; held in portrait, sensor -X is up in the world;
+    - `keypoints_3d` are camera coordinates: `view[:3,:3] @ (R (scale * unit) + t) + view[:3,3]`,
+      computed from the float32 values as written, so the box relation holds to float32
+      precision for a reader who derives R_cam and t_cam from the files;
+    - `keypoints_2d` are normalized to the upright (portrait) image, the sensor image turned 90
+      degrees clockwise: `x = (H_s - v_s) / H_s`, `y = u_s / W_s` with
+      `u_s = cx + fx X / -Z`, `v_s = cy - fy Y / -Z`, again from the float32 values.
+
+    Distances are chosen so that the whole box stays inside `KEYPOINT_AREA` of the upright
+    image in every frame (clear of the frame counter drawn at the top of the sample videos).
 
     Args:
         key: The video, `CLASS/batch-I/J`; its class is the object's category.
@@ -265,39 +325,43 @@ def sample_values(key: str, *, seed: int = 0, frames: int = 12) -> SampleValues:
     phi = rng.uniform(-math.pi, math.pi)
     c, s = math.cos(phi), math.sin(phi)
     rotation = ((c, 0.0, s), (0.0, 1.0, 0.0), (-s, 0.0, c))
-    # Objectron's convention: world = rotation * (scale * keypoint) + translation.
-    world_points: list[Vector] = []
-    for k in UNIT_BOX:
-        scaled: Vector = (k[0] * scale[0], k[1] * scale[1], k[2] * scale[2])
-        world_points.append(
-            (
-                _dot(rotation[0], scaled) + translation[0],
-                _dot(rotation[1], scaled) + translation[1],
-                _dot(rotation[2], scaled) + translation[2],
-            )
-        )
     box = BoxValues(
         rotation=_f32s([v for row in rotation for v in row]),
         translation=_f32s(list(translation)),
         scale=_f32s(list(scale)),
         keypoints=[_f32s(list(k)) for k in UNIT_BOX],
     )
+    # Objectron's convention: world = rotation * (scale * keypoint) + translation, here from
+    # the float32 numbers as written.
+    world_points = [
+        [
+            w + t
+            for w, t in zip(
+                _matvec(box.rotation, 3, [u * d for u, d in zip(unit, box.scale, strict=True)]),
+                box.translation,
+                strict=True,
+            )
+        ]
+        for unit in UNIT_BOX
+    ]
 
-    radius = rng.uniform(1.2, 2.0)
+    radius = rng.uniform(1.0, 1.6)
     height = rng.uniform(0.3, 0.8)
     theta0 = rng.uniform(-math.pi, math.pi)
     step = rng.uniform(0.01, 0.03)
     roll = rng.uniform(-0.05, 0.05)
     fx = fy = rng.uniform(1400.0, 1600.0)
-    cx = IMAGE_WIDTH / 2 + rng.uniform(-4.0, 4.0)
-    cy = IMAGE_HEIGHT / 2 + rng.uniform(-4.0, 4.0)
+    cx = SENSOR_WIDTH / 2 + rng.uniform(-4.0, 4.0)
+    cy = SENSOR_HEIGHT / 2 + rng.uniform(-4.0, 4.0)
     near, far = 0.001, 1000.0
     projection = [
-        2 * fx / IMAGE_WIDTH, 0.0, 1 - 2 * cx / IMAGE_WIDTH, 0.0,
-        0.0, 2 * fy / IMAGE_HEIGHT, 2 * cy / IMAGE_HEIGHT - 1, 0.0,
+        2 * fx / SENSOR_WIDTH, 0.0, 1 - 2 * cx / SENSOR_WIDTH, 0.0,
+        0.0, 2 * fy / SENSOR_HEIGHT, 2 * cy / SENSOR_HEIGHT - 1, 0.0,
         0.0, 0.0, -(far + near) / (far - near), -2 * far * near / (far - near),
         0.0, 0.0, -1.0, 0.0,
     ]  # fmt: skip
+    intrinsics = _f32s([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0])
+    fx32, cx32, fy32, cy32 = intrinsics[0], intrinsics[2], intrinsics[4], intrinsics[5]
     # Timestamps are doubles on the wire; millisecond start times keep them short in JSON.
     start = round(rng.uniform(1000.0, 90000.0), 3)
 
@@ -311,39 +375,50 @@ def sample_values(key: str, *, seed: int = 0, frames: int = 12) -> SampleValues:
         )
         # The camera looks along its -z axis, so +z points from the target to the eye.
         z_axis = _normalize(_sub(eye, translation))
-        x_axis = _normalize(_cross((0.0, 1.0, 0.0), z_axis))
-        y_axis = _cross(z_axis, x_axis)
-        axes = (x_axis, y_axis, z_axis)
+        # Right and up of the portrait picture; the sensor's +X is portrait-down and its +Y
+        # portrait-right (a proper rotation: (-up) x right = z).
+        right = _normalize(_cross((0.0, 1.0, 0.0), z_axis))
+        up = _cross(z_axis, right)
+        x_axis: Vector = (-up[0], -up[1], -up[2])
+        y_axis = right
         transform = [
             *(x_axis[0], y_axis[0], z_axis[0], eye[0]),
             *(x_axis[1], y_axis[1], z_axis[1], eye[1]),
             *(x_axis[2], y_axis[2], z_axis[2], eye[2]),
             *(0.0, 0.0, 0.0, 1.0),
         ]
-        view = [
-            *(*x_axis, -_dot(x_axis, eye)),
-            *(*y_axis, -_dot(y_axis, eye)),
-            *(*z_axis, -_dot(z_axis, eye)),
-            *(0.0, 0.0, 0.0, 1.0),
-        ]
+        view = _f32s(
+            [
+                *(*x_axis, -_dot(x_axis, eye)),
+                *(*y_axis, -_dot(y_axis, eye)),
+                *(*z_axis, -_dot(z_axis, eye)),
+                *(0.0, 0.0, 0.0, 1.0),
+            ]
+        )
         keypoints_3d: list[list[float]] = []
         keypoints_2d: list[list[float]] = []
         for point in world_points:
-            rel = _sub(point, eye)
-            cam = [_dot(axis, rel) for axis in axes]
+            cam = _f32s(
+                [
+                    sum(view[4 * r + k] * point[k] for k in range(3)) + view[4 * r + 3]
+                    for r in range(3)
+                ]
+            )
             depth = -cam[2]
-            u = (cx + fx * cam[0] / depth) / IMAGE_WIDTH
-            v = (cy - fy * cam[1] / depth) / IMAGE_HEIGHT
-            keypoints_3d.append(_f32s(cam))
-            keypoints_2d.append(_f32s([min(max(u, 0.0), 1.0), min(max(v, 0.0), 1.0), depth]))
+            u_sensor = cx32 + fx32 * cam[0] / depth
+            v_sensor = cy32 - fy32 * cam[1] / depth
+            keypoints_3d.append(cam)
+            keypoints_2d.append(
+                _f32s([(SENSOR_HEIGHT - v_sensor) / SENSOR_HEIGHT, u_sensor / SENSOR_WIDTH, depth])
+            )
         pitch = -math.atan2(height - translation[1], radius)
         frame_values.append(
             FrameValues(
                 timestamp=start + i / FPS,
                 transform=_f32s(transform),
-                view_matrix=_f32s(view),
+                view_matrix=view,
                 projection_matrix=_f32s(projection),
-                intrinsics=_f32s([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]),
+                intrinsics=intrinsics,
                 euler_angles=_f32s([roll, pitch, theta]),
                 keypoints_3d=keypoints_3d,
                 keypoints_2d=keypoints_2d,
@@ -377,8 +452,8 @@ def _camera(frame: FrameValues) -> Any:
         tracking_state_reason=pb.ARCamera.NONE,
         transform=frame.transform,
         euler_angles=pb.EulerAngles(roll=roll, pitch=pitch, yaw=yaw),
-        image_resolution_width=IMAGE_WIDTH,
-        image_resolution_height=IMAGE_HEIGHT,
+        image_resolution_width=SENSOR_WIDTH,
+        image_resolution_height=SENSOR_HEIGHT,
         intrinsics=frame.intrinsics,
         projection_matrix=frame.projection_matrix,
         view_matrix=frame.view_matrix,
@@ -475,21 +550,256 @@ def build_annotation(values: SampleValues) -> bytes:
     return bytes(sequence.SerializeToString())
 
 
-def build_video(key: str, *, seed: int = 0, video_bytes: int = 256 * 1024) -> bytes:
-    """Stand-in `video.MOV` bytes: a QuickTime `ftyp` box, then random bytes.
+# --- videos --------------------------------------------------------------------------------
+
+
+def parse_video_size(text: str) -> tuple[int, int]:
+    """`"WIDTHxHEIGHT"` (the upright picture, e.g. `192x256`) as (width, height).
+
+    Raises:
+        ValueError: Not two positive even numbers (H.264 in 4:2:0 needs even sides), or larger
+            than 4096 on a side.
+    """
+    width_text, sep, height_text = text.strip().lower().partition("x")
+    if not (sep and width_text.isdigit() and height_text.isdigit()):
+        raise ValueError(f"video_size must be WIDTHxHEIGHT, e.g. 192x256, got {text!r}")
+    width, height = int(width_text), int(height_text)
+    if not (2 <= width <= 4096 and 2 <= height <= 4096 and width % 2 == 0 and height % 2 == 0):
+        raise ValueError(
+            f"video_size {text!r}: each side must be an even number of pixels from 2 to 4096"
+        )
+    return width, height
+
+
+def stored_rotation(key: str, *, seed: int = 0) -> int:
+    """How the sample video of `key` is stored: 0 (upright) or 90 (landscape with a tag).
+
+    About half the videos are stored as Objectron's are, landscape (the upright picture turned
+    90 degrees counter-clockwise) with a display matrix that makes players, and FFmpeg's
+    command line, turn it 90 degrees clockwise; the value is those clockwise degrees, the
+    `rotation` the frames product records. The others are stored upright without a tag.
+    """
+    return 90 if _rng(seed, key, "orientation").random() < 0.5 else 0
+
+
+def _cell_edges(length: int, cells: int) -> list[int]:
+    return [round(length * i / cells) for i in range(cells + 1)]
+
+
+def _counter_cells(index: int) -> list[bool]:
+    """The strip's cells, True = white: start (black), the bits MSB first, parity, guard."""
+    bits = [bool(index >> (COUNTER_BITS - 1 - b) & 1) for b in range(COUNTER_BITS)]
+    return [False, *bits, sum(bits) % 2 == 1, True]
+
+
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def render_frame(
+    frame: FrameValues, index: int, width: int = VIDEO_WIDTH, height: int = VIDEO_HEIGHT
+) -> numpy.ndarray:
+    """One upright picture of a sample video, as an RGB array (height, width, 3).
+
+    On a dark background: the box's 12 edges (`EDGES`) in `BOX_COLOUR`, a line between the
+    pixel positions `keypoints_2d * (width, height)` (continuous coordinates, origin at the
+    top-left corner of the top-left pixel); then, over everything, the frame counter, a strip
+    of `COUNTER_CELLS` black and white cells across the top `COUNTER_HEIGHT` of the picture
+    that `read_frame_counter` reads back, and the number in digits below it for people.
+
+    Args:
+        frame: The frame's values (only `keypoints_2d` is used).
+        index: The frame number shown, 0 to 2**COUNTER_BITS - 1.
+        width: Upright picture width in pixels.
+        height: Upright picture height in pixels.
+
+    Raises:
+        ValueError: `index` does not fit the counter.
+    """
+    if not 0 <= index < 2**COUNTER_BITS:
+        raise ValueError(f"frame index {index} does not fit {COUNTER_BITS} bits")
+    image = Image.new("RGB", (width, height), BACKGROUND_COLOUR)
+    draw = ImageDraw.Draw(image)
+    # Pillow puts integer coordinates at pixel centres.
+    points = [(x * width - 0.5, y * height - 0.5) for x, y, _ in frame.keypoints_2d]
+    line_width = max(3, round(width / 64))
+    for a, b in EDGES:
+        draw.line([points[a], points[b]], fill=BOX_COLOUR, width=line_width)
+    for x, y in (points[a] for edge in EDGES for a in edge):
+        # Round joints, so corners are not notched where two thick lines meet.
+        r = line_width / 2
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=BOX_COLOUR)
+
+    strip = round(height * COUNTER_HEIGHT)
+    xs = _cell_edges(width, COUNTER_CELLS)
+    for cell, white in enumerate(_counter_cells(index)):
+        draw.rectangle(
+            [xs[cell], 0, xs[cell + 1] - 1, strip - 1], fill=(255, 255, 255) if white else (0, 0, 0)
+        )
+    text = str(index)
+    font = _font(max(8, round(height / 20)))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    margin = max(2, round(height / 100))
+    draw.rectangle(
+        [0, strip, right - left + 2 * margin, strip + bottom - top + 2 * margin],
+        fill=(255, 255, 255),
+    )
+    draw.text((margin - left, strip + margin - top), text, fill=(0, 0, 0), font=font)
+    return numpy.asarray(image)
+
+
+def read_frame_counter(rgb: numpy.ndarray) -> int:
+    """The frame number that `render_frame` drew, read back from an upright RGB picture.
+
+    Works at any size and after lossy coding (tested after JPEG at quality 90 and a resize to
+    120x160): it averages the middle of each cell of the strip and compares it with the
+    midpoint of the black start cell and the white guard cell.
+
+    Args:
+        rgb: Array (height, width, 3), upright, any integer or float dtype on a 0-255 scale.
+
+    Returns:
+        The frame number.
+
+    Raises:
+        ValueError: No counter strip (start and guard cells not black and white) or a parity
+            mismatch: the picture is not an upright sample-video frame, or is too damaged.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"expected an RGB array (height, width, 3), got shape {rgb.shape}")
+    height, width = rgb.shape[:2]
+    luma = rgb[..., :3].astype(numpy.float64) @ numpy.array([0.299, 0.587, 0.114])
+    strip = height * COUNTER_HEIGHT
+    top, bottom = round(strip * 0.25), max(round(strip * 0.75), round(strip * 0.25) + 1)
+    levels = []
+    for cell in range(COUNTER_CELLS):
+        left = round(width * (cell + 0.25) / COUNTER_CELLS)
+        right = max(round(width * (cell + 0.75) / COUNTER_CELLS), left + 1)
+        levels.append(float(luma[top:bottom, left:right].mean()))
+    black, white = levels[0], levels[-1]
+    if white - black < 96:
+        raise ValueError(
+            f"no frame counter: start cell {black:.0f}, guard cell {white:.0f} (want black, white)"
+        )
+    threshold = (black + white) / 2
+    cells = [level > threshold for level in levels]
+    bits = cells[1 : 1 + COUNTER_BITS]
+    if sum(bits) % 2 != int(cells[1 + COUNTER_BITS]):
+        raise ValueError(f"frame counter parity mismatch (cell levels {levels})")
+    return sum(1 << (COUNTER_BITS - 1 - b) for b, bit in enumerate(bits) if bit)
+
+
+def encode_video(
+    pictures: Iterable[numpy.ndarray], *, width: int, height: int, rotation: int = 0
+) -> bytes:
+    """H.264 in QuickTime (.MOV) at 30 fps from upright RGB pictures, in memory.
+
+    The bytes depend only on the pictures and the arguments (and the FFmpeg and x264 builds):
+    x264 runs on one thread, and the muxer is bit-exact (no version string, no creation time).
+
+    Args:
+        pictures: Upright RGB arrays (height, width, 3), uint8.
+        width: Upright width (even).
+        height: Upright height (even).
+        rotation: 0 to store the pictures as they are, without a tag; 90 to store them turned
+            90 degrees counter-clockwise (landscape) with a display matrix that turns them back
+            clockwise for display.
+
+    Returns:
+        The file's bytes.
+    """
+    if rotation not in (0, 90):
+        raise ValueError(f"rotation must be 0 or 90, got {rotation}")
+    stored_width, stored_height = (height, width) if rotation == 90 else (width, height)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mov", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264", rate=int(FPS), options=dict(X264_OPTIONS))
+        stream.width, stream.height, stream.pix_fmt = stored_width, stored_height, "yuv420p"
+        if rotation == 90:
+            # The display matrix holds counter-clockwise degrees: -90 shows the stored
+            # landscape picture turned 90 degrees clockwise (checked against ffmpeg's CLI).
+            stream.set_display_rotation(-90)
+        for number, picture in enumerate(pictures):
+            stored = numpy.ascontiguousarray(numpy.rot90(picture)) if rotation else picture
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts = number
+            frame.time_base = Fraction(1, int(FPS))
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def scramble_video(data: bytes, *, seed: int = 0) -> bytes:
+    """A `.MOV` whose container is intact and whose coded frames are garbage.
+
+    The `mdat` box's payload (the H.264 packets) is replaced by seeded random bytes of the same
+    length; `moov` (tracks, sample tables) is untouched, so the file opens and demuxes, and
+    decoding fails (PyAV raises InvalidDataError), like a video damaged in storage.
+    """
+    out = bytearray(data)
+    rng = random.Random(f"objectron-wds-scramble:{seed}")
+    position = 0
+    while position + 8 <= len(out):
+        size, kind = struct.unpack_from(">I4s", out, position)
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack_from(">Q", out, position + 8)
+            header = 16
+        elif size == 0:
+            size = len(out) - position
+        if kind == b"mdat":
+            out[position + header : position + size] = rng.randbytes(size - header)
+            return bytes(out)
+        position += size
+    raise ValueError("no mdat box: not a QuickTime file")
+
+
+def build_video(
+    key: str,
+    *,
+    seed: int = 0,
+    video_bytes: int | None = None,
+    frames: int = 12,
+    video_size: str = DEFAULT_VIDEO_SIZE,
+    video_frames: int | None = None,
+    corrupt: bool = False,
+) -> bytes:
+    """The `video.MOV` of one sample video.
+
+    By default a real H.264 video (`encode_video`) of `render_frame` pictures of the key's
+    `sample_values`, stored as `stored_rotation` says.
 
     Args:
         key: The video, `CLASS/batch-I/J`.
         seed: The dataset seed.
-        video_bytes: The nominal size; each video is 80-120 % of it (deterministically).
+        video_bytes: When given, stand-in bytes instead of a video: a QuickTime `ftyp` box,
+            then random bytes, 80-120 % of this size (deterministically); for benchmarks that
+            move large videos without decoding them.
+        frames: Frames of the sample's geometry and annotation.
+        video_size: Upright `WIDTHxHEIGHT`.
+        video_frames: Frames in the video (default `frames`): fewer makes a video shorter than
+            its annotation.
+        corrupt: Scramble the coded frames (`scramble_video`).
 
     Returns:
         The bytes.
     """
-    rng = _rng(seed, key, "video")
-    size = round(video_bytes * rng.uniform(0.8, 1.2))
-    body = rng.randbytes(max(0, size - len(_MOV_HEADER)))
-    return (_MOV_HEADER + body)[:size]
+    if video_bytes is not None:
+        rng = _rng(seed, key, "video")
+        size = round(video_bytes * rng.uniform(0.8, 1.2))
+        body = rng.randbytes(max(0, size - len(_MOV_HEADER)))
+        return (_MOV_HEADER + body)[:size]
+    count = frames if video_frames is None else video_frames
+    if not 1 <= count <= 2**COUNTER_BITS:
+        raise ValueError(f"a sample video has 1 to {2**COUNTER_BITS} frames, got {count}")
+    width, height = parse_video_size(video_size)
+    values = sample_values(key, seed=seed, frames=max(frames, count))
+    pictures = (render_frame(values.frames[i], i, width, height) for i in range(count))
+    data = encode_video(
+        pictures, width=width, height=height, rotation=stored_rotation(key, seed=seed)
+    )
+    return scramble_video(data, seed=seed) if corrupt else data
 
 
 def build_id_txt(key: str, *, seed: int = 0) -> bytes:
@@ -573,16 +883,50 @@ def _write_one(storage: Storage, name: str, produce: Callable[[], bytes]) -> tup
     return len(data), True
 
 
+def _choose_traps(
+    seed: int, annotated: list[str], frames: int, real_videos: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """Pick the short-video, corrupt-video and wrong-category keys (one each, distinct).
+
+    `book/batch-3/18` is never a trap, so that trap stays about one thing. The video traps need
+    real videos (stand-in bytes decode for nobody) and, for the short one, 2 frames or more.
+    """
+    candidates = sorted(key for key in annotated if key != NO_SPLIT_KEY)
+    _rng(seed, "traps").shuffle(candidates)
+    short: list[str] = []
+    corrupt: list[str] = []
+    if real_videos:
+        if frames >= 2 and candidates:
+            short.append(candidates.pop())
+        if candidates:
+            corrupt.append(candidates.pop())
+    wrong = [candidates.pop()] if candidates else []
+    return short, corrupt, wrong
+
+
+def short_video_frames(frames: int) -> int:
+    """Frames in the video of the short-video trap: a third fewer than the annotation's."""
+    return frames - max(1, frames // 3)
+
+
+def wrong_category_for(key: str) -> str:
+    """The category that the wrong-category trap writes for `key`: the next class's name."""
+    cls = key.split("/", 1)[0]
+    return CLASSES[(CLASSES.index(cls) + 1) % len(CLASSES)]
+
+
 def write_sample_dataset(
     storage: Storage,
     *,
     videos: int = 24,
     seed: int = 0,
-    video_bytes: int = 256 * 1024,
+    video_bytes: int | None = None,
     frames: int = 12,
+    video_size: str = DEFAULT_VIDEO_SIZE,
     placeholders: int = 2,
     unannotated: int = 3,
     include_no_split_video: bool = True,
+    traps: bool = True,
 ) -> SampleDataset:
     """Write an Objectron-shaped dataset below `storage` (see the module docstring).
 
@@ -592,33 +936,47 @@ def write_sample_dataset(
         videos: Number of annotated videos (their names come from the index files, spread
             over the 9 classes; `book/batch-3/18` is one of them if included).
         seed: Chooses the names and every byte written.
-        video_bytes: Nominal `video.MOV` size; each is 80-120 % of it.
-        frames: Frames per video, in `geometry.pbdata` and in the annotation.
+        video_bytes: None (default): every `video.MOV` is a real H.264 video (`build_video`).
+            A number: random stand-in bytes of 80-120 % of that size instead.
+        frames: Frames per video, in `geometry.pbdata`, in the annotation and in the video
+            (1 to 1024 for real videos).
+        video_size: Upright `WIDTHxHEIGHT` of the real videos, e.g. `1440x1920`.
         placeholders: Number of videos whose three objects are 0 bytes.
         unannotated: Number of complete videos without an annotation.
         include_no_split_video: Make `book/batch-3/18` one of the annotated videos.
+        traps: Make one short video, one corrupt video and one wrong category among the
+            annotated videos (`SampleDataset` names them), when there are enough of them.
 
     Returns:
         The keys by role and the object counts.
 
     Raises:
-        ValueError: A count is negative, or `videos` exceeds what a class can supply.
+        ValueError: A count is negative, `videos` exceeds what a class can supply, or
+            `video_size` or `frames` is not possible for a real video.
         SampleDataConflict: An object exists with different bytes (nothing is overwritten;
             objects written before the conflict was found stay).
         StorageError: A write failed.
     """
     for option, value in [
         ("videos", videos),
-        ("video_bytes", video_bytes),
+        ("video_bytes", 0 if video_bytes is None else video_bytes),
         ("frames", frames),
         ("placeholders", placeholders),
         ("unannotated", unannotated),
     ]:
         if value < 0:
             raise ValueError(f"{option} must not be negative, got {value}")
+    real_videos = video_bytes is None
+    if real_videos:
+        parse_video_size(video_size)
+        if not 1 <= frames <= 2**COUNTER_BITS:
+            raise ValueError(f"frames must be 1 to {2**COUNTER_BITS} for real videos, got {frames}")
 
     annotated, plain, empty = _choose_keys(
         seed, videos, unannotated, placeholders, include_no_split_video
+    )
+    short, corrupt, wrong = (
+        _choose_traps(seed, annotated, frames, real_videos) if traps else ([], [], [])
     )
     split_keys = {
         key for name, data in _vendored_index() if _split_of(name)[1] for key in parse_index(data)
@@ -632,12 +990,21 @@ def write_sample_dataset(
     for key in annotated + plain:
         folder = f"videos/{key}"
         jobs[f"{folder}/video.MOV"] = functools.partial(
-            build_video, key, seed=seed, video_bytes=video_bytes
+            build_video,
+            key,
+            seed=seed,
+            video_bytes=video_bytes,
+            frames=frames,
+            video_size=video_size,
+            video_frames=short_video_frames(frames) if key in short else None,
+            corrupt=key in corrupt,
         )
         jobs[f"{folder}/geometry.pbdata"] = functools.partial(_geometry_for, key, seed, frames)
         jobs[f"{folder}/id.txt"] = functools.partial(build_id_txt, key, seed=seed)
     for key in annotated:
-        jobs[f"annotations/{key}.pbdata"] = functools.partial(_annotation_for, key, seed, frames)
+        jobs[f"annotations/{key}.pbdata"] = functools.partial(
+            _annotation_for, key, seed, frames, wrong_category_for(key) if key in wrong else None
+        )
     for key in empty:
         for filename in ("video.MOV", "geometry.pbdata", "id.txt"):
             jobs[f"videos/{key}/{filename}"] = bytes
@@ -665,6 +1032,14 @@ def write_sample_dataset(
         unannotated=sorted(plain),
         placeholders=sorted(empty),
         no_split=sorted(key for key in annotated if key not in split_keys),
+        short_videos=sorted(short),
+        corrupt_videos=sorted(corrupt),
+        wrong_category=sorted(wrong),
+        rotated=sorted(
+            key
+            for key in annotated + plain
+            if real_videos and stored_rotation(key, seed=seed) == 90
+        ),
         total_bytes=sum(size for size, _ in results),
         objects=len(results),
         objects_written=written,
@@ -676,5 +1051,8 @@ def _geometry_for(key: str, seed: int, frames: int) -> bytes:
     return build_geometry(sample_values(key, seed=seed, frames=frames), seed=seed)
 
 
-def _annotation_for(key: str, seed: int, frames: int) -> bytes:
-    return build_annotation(sample_values(key, seed=seed, frames=frames))
+def _annotation_for(key: str, seed: int, frames: int, category: str | None) -> bytes:
+    values = sample_values(key, seed=seed, frames=frames)
+    if category is not None:
+        values = replace(values, category=category)
+    return build_annotation(values)
