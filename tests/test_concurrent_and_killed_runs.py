@@ -1,6 +1,7 @@
-"""Runs as separate processes (`python -m flows.cli convert`, recorded by the session's Prefect
-server): two at the same moment on one destination, and one killed with SIGKILL at several
-points and then run again."""
+"""Runs as separate processes (`python -m flows.cli convert` and `... frames`, recorded by the
+session's Prefect server): two at the same moment on one destination, and one killed with
+SIGKILL at several points and then run again. Both products go through the same machinery
+(specs, claims, create-only commits), so each test runs for each."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from flows.convert import objectron_to_wds
+from flows.frames import objectron_to_frames
 from tasks.fake_gcs import FakeGcsServer
 from tasks.objectron.sample_data import write_sample_dataset
 from tasks.specs import read_spec
@@ -28,37 +30,56 @@ from tasks.verify import STATUS_OK, load_stats, verify_shard
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--shard-size", "2", "--chunk-size-mib", "1", "--concurrency", "2"]
+COMMON = ["--chunk-size-mib", "1", "--concurrency", "2"]
+ARGS = {
+    "convert": ["--shard-size", "2", *COMMON],
+    "frames": ["--videos-per-shard", "2", *COMMON],
+}
+PRODUCTS = list(ARGS)
+
+
+@pytest.fixture(scope="module", params=PRODUCTS)
+def product(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def slow_source(fake_gcs: FakeGcsServer) -> str:
-    """Shards of a few MiB each, uploaded in 1 MiB chunks: builds take long enough to overlap
-    and to be killed in the middle."""
-    fake_gcs.create_bucket("runs-source")
+def slow_source(fake_gcs: FakeGcsServer, product: str) -> str:
+    """Builds that take long enough to overlap and to be killed in the middle: for convert,
+    shards of a few MiB uploaded in 1 MiB chunks; for frames, videos of 150 frames to decode."""
+    bucket = f"runs-source-{product}"
+    fake_gcs.create_bucket(bucket)
+    size = {"video_bytes": 1200 * 1024} if product == "convert" else {"frames": 150}
     write_sample_dataset(
-        open_storage("gs://runs-source"), videos=9, seed=9, video_bytes=1200 * 1024,
-        placeholders=1, unannotated=1, include_no_split_video=False,
+        open_storage(f"gs://{bucket}"), videos=9 if product == "convert" else 6, seed=9,
+        placeholders=1, unannotated=1, include_no_split_video=False, **size,  # type: ignore[arg-type]
     )  # fmt: skip
-    return "gs://runs-source"
+    return f"gs://{bucket}"
 
 
 @pytest.fixture(scope="module")
-def reference(slow_source: str, fake_gcs: FakeGcsServer) -> dict[str, bytes]:
+def reference(slow_source: str, fake_gcs: FakeGcsServer, product: str) -> dict[str, bytes]:
     """The shards of one uninterrupted run."""
-    fake_gcs.create_bucket("runs-reference")
-    objectron_to_wds(
-        dest="gs://runs-reference", source=slow_source, shard_size=2, chunk_size_mib=1,
-        concurrency_limit=None,
-    )  # fmt: skip
-    return tars(open_storage("gs://runs-reference"))
+    bucket = f"runs-reference-{product}"
+    fake_gcs.create_bucket(bucket)
+    if product == "convert":
+        objectron_to_wds(
+            dest=f"gs://{bucket}", source=slow_source, shard_size=2, chunk_size_mib=1,
+            concurrency_limit=None,
+        )  # fmt: skip
+    else:
+        objectron_to_frames(
+            dest=f"gs://{bucket}", source=slow_source, videos_per_shard=2, chunk_size_mib=1,
+            concurrency_limit=None,
+        )  # fmt: skip
+    return tars(open_storage(f"gs://{bucket}"))
 
 
 def tars(dest: Storage) -> dict[str, bytes]:
     return {i.name: dest.read_bytes(i.name) for i in dest.list() if i.name.endswith(".tar")}
 
 
-def start_convert(prefect_server: str, source: str, dest: str) -> subprocess.Popen[str]:
+def start_run(product: str, prefect_server: str, source: str, dest: str) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "PREFECT_API_URL": prefect_server,
@@ -66,7 +87,8 @@ def start_convert(prefect_server: str, source: str, dest: str) -> subprocess.Pop
         "PYTHONUNBUFFERED": "1",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "convert", "--source", source, "--dest", dest, *ARGS,
+        [sys.executable, "-m", "flows.cli", product, "--source", source, "--dest", dest,
+         *ARGS[product],
          "--concurrency-limit", "none", "--verbose", "--json", "--no-progress"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -78,10 +100,15 @@ def summary_of(output: str) -> dict[str, Any]:
 
 
 def test_two_runs_at_once_build_each_shard_once(
-    slow_source: str, reference: dict[str, bytes], fake_gcs: FakeGcsServer, prefect_server: str
+    product: str,
+    slow_source: str,
+    reference: dict[str, bytes],
+    fake_gcs: FakeGcsServer,
+    prefect_server: str,
 ) -> None:
-    fake_gcs.create_bucket("runs-concurrent")
-    runs = [start_convert(prefect_server, slow_source, "gs://runs-concurrent") for _ in range(2)]
+    bucket = f"gs://runs-concurrent-{product}"
+    fake_gcs.create_bucket(bucket.removeprefix("gs://"))
+    runs = [start_run(product, prefect_server, slow_source, bucket) for _ in range(2)]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output[-3000:]
@@ -89,7 +116,7 @@ def test_two_runs_at_once_build_each_shard_once(
     summaries = [summary_of(output) for output in outputs]
     assert summaries[0]["built"] + summaries[1]["built"] == len(reference)
     assert all(s["failed"] == 0 and s["shards"] == len(reference) for s in summaries)
-    assert tars(open_storage("gs://runs-concurrent")) == reference
+    assert tars(open_storage(bucket)) == reference
     # The run that did not build a shard said why, plainly.
     said = "\n".join(outputs)
     assert re.search(
@@ -98,10 +125,15 @@ def test_two_runs_at_once_build_each_shard_once(
 
 
 def test_killed_runs_resume_to_identical_output(
-    slow_source: str, reference: dict[str, bytes], fake_gcs: FakeGcsServer, prefect_server: str
+    product: str,
+    slow_source: str,
+    reference: dict[str, bytes],
+    fake_gcs: FakeGcsServer,
+    prefect_server: str,
 ) -> None:
-    fake_gcs.create_bucket("runs-killed")
-    dest = open_storage("gs://runs-killed")
+    bucket = f"gs://runs-killed-{product}"
+    fake_gcs.create_bucket(bucket.removeprefix("gs://"))
+    dest = open_storage(bucket)
     rng = random.Random(42)
     # (log text that marks the stage, then a random extra delay before SIGKILL)
     kill_points = [
@@ -114,7 +146,7 @@ def test_killed_runs_resume_to_identical_output(
     killed_at = []
     shards_after_kill = []
     for marker, delay in kill_points:
-        run = start_convert(prefect_server, slow_source, "gs://runs-killed")
+        run = start_run(product, prefect_server, slow_source, bucket)
         seen = wait_for_line(run, marker, timeout=240)
         if seen is None:
             pytest.fail(f"the run ended before {marker!r} was logged (exit {run.returncode})")
@@ -130,7 +162,7 @@ def test_killed_runs_resume_to_identical_output(
     assert shards_after_kill[:2] == [0, 0], shards_after_kill
     assert shards_after_kill[2] < len(reference), shards_after_kill
 
-    final = start_convert(prefect_server, slow_source, "gs://runs-killed")
+    final = start_run(product, prefect_server, slow_source, bucket)
     output = final.communicate(timeout=600)[0]
     assert final.returncode == 0, output[-3000:]
     assert tars(dest) == reference

@@ -1,0 +1,285 @@
+"""The frames product end to end on real H.264 videos: `objectron-to-frames` on the sample
+dataset (boxes and a frame counter drawn into every frame, half the videos stored landscape with
+a rotation tag, a short, a corrupt and a wrongly labelled video among them), read back with
+webdataset and checked against the pixels and against the numbers the videos were made from."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from flows.frames import objectron_to_frames
+from tasks.frames.labels import project
+from tasks.frames.shard import EMPTY_MEMBER
+from tasks.objectron.box import EDGES, UNIT_BOX
+from tasks.objectron.decode import decode_annotation
+from tasks.objectron.sample_data import (
+    BOX_COLOUR,
+    SampleDataset,
+    read_frame_counter,
+    sample_values,
+    write_sample_dataset,
+)
+from tasks.specs import read_spec
+from tasks.stats import ShardStats
+from tasks.storage import open_storage
+from tasks.verify import STATUS_OK, load_stats, verify_shard
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+SEED = 11
+FRAMES = 12
+VIDEOS = 9
+
+
+@pytest.fixture(scope="module")
+def frames_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, SampleDataset]:
+    root = tmp_path_factory.mktemp("frames-source")
+    dataset = write_sample_dataset(
+        open_storage(str(root)), videos=VIDEOS, seed=SEED, frames=FRAMES, placeholders=1,
+        unannotated=1,
+    )  # fmt: skip
+    assert dataset.short_videos and dataset.corrupt_videos and dataset.wrong_category
+    assert dataset.rotated and set(dataset.annotated) - set(dataset.rotated)
+    return str(root), dataset
+
+
+def run_frames(source: str, dest: Path, **options: Any) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"videos_per_shard": 3, "concurrency_limit": None, **options}
+    return objectron_to_frames(dest=str(dest), source=source, **parameters)
+
+
+def shard_paths(dest: Path) -> list[str]:
+    return sorted(str(p) for p in dest.glob("*.tar"))
+
+
+def read_samples(dest: Path) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:
+    dataset = wds.WebDataset(shard_paths(dest), shardshuffle=False).decode("rgb8")
+    for sample in dataset:
+        yield sample["__key__"], sample["jpg"], sample["json"]  # json decoded by webdataset
+
+
+@pytest.fixture(scope="module")
+def built(
+    frames_source: tuple[str, SampleDataset], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    dest = tmp_path_factory.mktemp("frames-dest")
+    return dest, run_frames(frames_source[0], dest)
+
+
+def _is_box_colour(pixel: np.ndarray) -> bool:
+    """Yellow as the videos draw it (BOX_COLOUR), after H.264, scaling and JPEG have blurred
+    the chroma of a thin line: bright red and green, clearly less blue. The background and the
+    counter (grey, black, white) never pass."""
+    r, g, b = (int(c) for c in pixel)
+    assert BOX_COLOUR == (255, 255, 0)
+    return r > 160 and g > 160 and b < min(r, g) - 60
+
+
+def _box_seen_near(rgb: np.ndarray, x: float, y: float, radius: int) -> bool:
+    xi, yi = round(x), round(y)
+    window = rgb[max(0, yi - radius) : yi + radius + 1, max(0, xi - radius) : xi + radius + 1]
+    return any(_is_box_colour(p) for row in window for p in row) if window.size else False
+
+
+def test_every_frame_shows_its_counter_and_its_box_where_the_labels_say(
+    built: tuple[Path, dict[str, Any]], frames_source: tuple[str, SampleDataset]
+) -> None:
+    dest, summary = built
+    _, dataset = frames_source
+    good = [k for k in dataset.annotated if k not in dataset.short_videos + dataset.corrupt_videos]
+    seen: dict[str, set[int]] = {}
+    for key, rgb, labels in read_samples(dest):
+        video, frame_id = labels["video"], labels["frame_id"]
+        assert key == labels["key"] == f"{video}/{frame_id:06d}"
+        seen.setdefault(video, set()).add(frame_id)
+        height, width = rgb.shape[:2]
+        assert (labels["image"]["width"], labels["image"]["height"]) == (width, height)
+        # 192x256 upright videos fit the default 480x640 box exactly (aspect 3:4).
+        assert (width, height) == (480, 640)
+        assert (labels["image"]["source_width"], labels["image"]["source_height"]) == (192, 256)
+        assert labels["image"]["rotation"] == (90 if video in dataset.rotated else 0)
+        # The pixels are the frame the labels belong to: never shifted by one.
+        assert read_frame_counter(rgb) == frame_id, key
+        (obj,) = labels["objects"]
+        # The drawn box lies where keypoints_2d put it, a few pixels at most after resizing.
+        points = [(p[0] * width, p[1] * height) for p in obj["keypoints_2d"]]
+        for a, b in EDGES:
+            for t in (0.25, 0.5, 0.75):
+                x = points[a][0] + t * (points[b][0] - points[a][0])
+                y = points[a][1] + t * (points[b][1] - points[a][1])
+                assert _box_seen_near(rgb, x, y, radius=4), (key, a, b, t)
+    # Every frame of every good video, and nothing of the short and corrupt ones.
+    assert seen == {video: set(range(FRAMES)) for video in good}
+    assert summary["samples"] == len(good) * FRAMES
+
+
+def test_labels_are_the_annotation_with_intrinsics_for_the_jpeg(
+    built: tuple[Path, dict[str, Any]], frames_source: tuple[str, SampleDataset]
+) -> None:
+    dest, _ = built
+    source, dataset = frames_source
+    checked = 0
+    for _key, _rgb, labels in read_samples(dest):
+        video, frame_id = labels["video"], labels["frame_id"]
+        values = sample_values(video, seed=SEED, frames=FRAMES).frames[frame_id]
+        (obj,) = labels["objects"]
+        assert obj["keypoints_2d"] == values.keypoints_2d
+        assert obj["keypoints_3d"] == values.keypoints_3d
+        assert obj["keypoint_ids"] == list(range(9))
+        assert labels["timestamp"] == values.timestamp
+        assert labels["camera"]["extrinsics"] == values.transform
+        assert labels["camera"]["view"] == values.view_matrix
+        assert labels["camera"]["projection"] == values.projection_matrix
+        assert labels["camera"]["tracking_state"] == "NORMAL"
+        width, height = labels["image"]["width"], labels["image"]["height"]
+        for p3, p2 in zip(obj["keypoints_3d"], obj["keypoints_2d"], strict=True):
+            u, v = project(labels["camera"]["intrinsics"], p3)
+            assert math.hypot(u - p2[0] * width, v - p2[1] * height) < 1.0
+        rotation = np.array(obj["rotation"]).reshape(3, 3)
+        for p3, unit in zip(obj["keypoints_3d"], UNIT_BOX, strict=True):
+            corner = rotation @ (np.array(obj["scale"]) * np.array(unit)) + obj["translation"]
+            assert np.allclose(corner, p3, atol=1e-4)
+        # The class is the folder's, also where the annotation's category is wrong.
+        assert labels["class"] == video.split("/", 1)[0]
+        annotation = decode_annotation(Path(source, "annotations", f"{video}.pbdata").read_bytes())
+        assert obj["category"] == annotation["objects"][0]["category"]
+        if video in dataset.wrong_category:
+            assert obj["category"] != labels["class"]
+        assert labels["sources"]["video"]["url"] == f"{source}/videos/{video}/video.MOV"
+        assert labels["split"] in {"train", "test", None}
+        checked += 1
+    assert checked > 0
+
+
+def test_short_and_corrupt_videos_are_reported_and_the_rest_is_built(
+    built: tuple[Path, dict[str, Any]], frames_source: tuple[str, SampleDataset]
+) -> None:
+    dest, summary = built
+    _, dataset = frames_source
+    reported = {entry["video"]: entry["reason"] for entry in summary["reported"]}
+    assert set(reported) == set(dataset.short_videos + dataset.corrupt_videos)
+    for video in dataset.short_videos:
+        assert f"{FRAMES} needed" in reported[video], reported[video]
+    assert summary["failed"] == 0 and summary["built"] == summary["shards"]
+    in_stats = {
+        r.video
+        for path in dest.glob("*.stats.json")
+        for r in ShardStats.from_json(path.read_bytes()).reported
+    }
+    assert in_stats == set(reported)
+    # The shard index counts frames, as wids expects of nsamples.
+    index = json.loads((dest / "objectron-frames-shardindex.json").read_text())
+    assert sum(s["nsamples"] for s in index["shardlist"]) == summary["samples"]
+    # Every shard verifies against its spec and stats.
+    storage = open_storage(str(dest))
+    for path in shard_paths(dest):
+        base = Path(path).name.removesuffix(".tar")
+        verdict = verify_shard(storage, read_spec(storage, base), load_stats(storage, base))
+        assert verdict.status == STATUS_OK, verdict.problems
+    assert summary["preview"] == f"{dest}/objectron-frames-preview.jpg"
+    assert Image.open(dest / "objectron-frames-preview.jpg").size[0] > 0
+
+
+def test_rerun_and_second_destination_are_byte_identical(
+    built: tuple[Path, dict[str, Any]],
+    frames_source: tuple[str, SampleDataset],
+    tmp_path: Path,
+) -> None:
+    dest, _ = built
+    before = {p: Path(p).read_bytes() for p in shard_paths(dest)}
+    again = run_frames(frames_source[0], dest)
+    assert again["built"] == 0 and again["skipped"] == again["shards"]
+    assert {p: Path(p).read_bytes() for p in shard_paths(dest)} == before
+    other = tmp_path / "other"
+    run_frames(frames_source[0], other)
+    assert {Path(p).name: Path(p).read_bytes() for p in shard_paths(other)} == {
+        Path(p).name: data for p, data in before.items()
+    }
+
+
+def test_stride_size_and_quality_options(
+    frames_source: tuple[str, SampleDataset], tmp_path: Path
+) -> None:
+    source, _ = frames_source
+    summary = run_frames(
+        source, tmp_path, stride=5, image_size="full", jpeg_quality=50, max_shards=1,
+        shuffle_seed=None,
+    )  # fmt: skip
+    samples = list(read_samples(tmp_path))
+    assert samples and summary["samples"] == len(samples)
+    assert {labels["frame_id"] for _, _, labels in samples} == {0, 5, 10}
+    for _, rgb, labels in samples:
+        assert rgb.shape[:2] == (256, 192)
+        assert read_frame_counter(rgb) == labels["frame_id"]
+    # Without a seed, frames stay in video and frame order.
+    keys = [key for key, _, _ in samples]
+    assert keys == sorted(keys)
+
+
+def test_a_shard_whose_videos_are_all_reported_is_complete_and_empty(
+    frames_source: tuple[str, SampleDataset], tmp_path: Path
+) -> None:
+    source, dataset = frames_source
+    broken = dataset.corrupt_videos[0]
+    summary = run_frames(source, tmp_path, classes=[broken.split("/", 1)[0]])
+    assert summary["failed"] == 0
+    assert broken in {entry["video"] for entry in summary["reported"]}
+    tars = shard_paths(tmp_path)
+    empty = [p for p in tars if not list(wds.WebDataset(p, shardshuffle=False, empty_check=False))]
+    assert empty, "expected a shard with no samples"
+    import tarfile
+
+    with tarfile.open(empty[0]) as tar:
+        assert tar.getnames() == [EMPTY_MEMBER]
+    storage = open_storage(str(tmp_path))
+    base = Path(empty[0]).name.removesuffix(".tar")
+    verdict = verify_shard(storage, read_spec(storage, base), load_stats(storage, base))
+    assert verdict.status == STATUS_OK and verdict.samples == 0, verdict.problems
+
+
+def test_readme_frames_example_reads_and_batches(
+    built: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- example: read-frames.*?-->\n```python\n(.*?)```", readme, re.S)
+    assert block, "the README lost its frames example block"
+    dest, _ = built
+    (tmp_path / "demo-output").mkdir()
+    (tmp_path / "demo-output" / "frames").symlink_to(dest)
+    result = subprocess.run(
+        [sys.executable, "-c", block.group(1)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "images: (8, 640, 480, 3)" in result.stdout, result.stdout
+    assert "keypoints: (8, 9, 2)" in result.stdout, result.stdout
+
+
+def test_preview_command_draws_a_contact_sheet(
+    built: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from flows.cli import main
+
+    dest, _ = built
+    out = tmp_path / "sheet.jpg"
+    assert main(["preview", shard_paths(dest)[0], "--out", str(out), "--samples", "4"]) == 0
+    image = Image.open(io.BytesIO(out.read_bytes()))
+    assert image.format == "JPEG" and image.size[0] > 240
+    # Not a frame shard: one line, exit 2, nothing written.
+    missing = tmp_path / "nothing.jpg"
+    assert main(["preview", str(tmp_path / "absent.tar"), "--out", str(missing)]) == 2
+    assert not missing.exists()
