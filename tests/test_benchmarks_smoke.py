@@ -73,6 +73,7 @@ def test_frames_benchmark_quick(tmp_path: Path) -> None:
     assert expected <= set(rows), f"rows missing: {sorted(expected - set(rows))}\n{result.stdout}"
     assert "480x640" in rows["F 480x640"][2]  # the quick video's 360x480 is scaled up to the box
     assert "360x480" in rows["F full"][2]  # upright: stored 480x360 with a 90-degree matrix
-    for key in expected:
+    for key in expected:  # every cell up to the target filled, as run.py's table wants
+        assert len(rows[key]) == 7 and all(rows[key][:6]), rows[key]
         assert re.fullmatch(r"\d+ MiB", rows[key][2]) or "frames/s" in rows[key][2], rows[key]
     assert (tmp_path / "frames.json").exists()

@@ -246,13 +246,11 @@ def _decode(
                 encoder, make = _plan(frame, image_size, quality)
             pending.append((pool.submit(encoder, frame), make(frame_id)))
             while len(pending) > threads * _IN_FLIGHT_PER_THREAD:
-                future, finish = pending.popleft()
-                yield finish(future.result())
+                yield _finished(*pending.popleft())
         if decoded == 0:
             raise VideoUnreadable("the video stream has no frames")
         while pending:
-            future, finish = pending.popleft()
-            yield finish(future.result())
+            yield _finished(*pending.popleft())
         if decoded < limit:
             raise VideoTooShort(decoded=decoded, needed=limit)
     finally:
@@ -260,6 +258,14 @@ def _decode(
             future.cancel()
         pool.shutdown(wait=True)
         container.close()
+
+
+def _finished(future: Future[bytes], finish: Callable[[bytes], DecodedFrame]) -> DecodedFrame:
+    """The encoded frame, an FFmpeg error in scaling it a VideoUnreadable like any other."""
+    try:
+        return finish(future.result())
+    except av.error.FFmpegError as exc:
+        raise VideoUnreadable(f"scaling a frame failed: {_one_line(exc)}") from None
 
 
 def _plan(
