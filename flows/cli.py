@@ -247,6 +247,7 @@ def _check_convert(values: dict[str, Any], args: argparse.Namespace) -> None:
         concurrency=values["concurrency"],
         chunk_size_mib=values["chunk_size_mib"],
         series=values["series"],
+        shard_size_name="shard_size" if "shard_size" in values else "videos_per_shard",
     )
     if "stride" in values:
         validate_frame_parameters(

@@ -110,6 +110,7 @@ def objectron_to_frames(
         concurrency=concurrency,
         chunk_size_mib=chunk_size_mib,
         series=series,
+        shard_size_name="videos_per_shard",
     )
     validate_frame_parameters(stride=stride, image_size=image_size, jpeg_quality=jpeg_quality)
     preflight(source, dest, listing_file)

@@ -26,9 +26,11 @@ def validate_parameters(
     concurrency: int,
     chunk_size_mib: int,
     series: str,
+    shard_size_name: str = "shard_size",
 ) -> None:
-    """Check the numeric and naming parameters (no I/O)."""
-    validate_plan_parameters(shard_size, max_shards)
+    """Check the numeric and naming parameters (no I/O); `shard_size_name` is what the flow
+    calls its shard size (`videos_per_shard` for frames)."""
+    validate_plan_parameters(shard_size, max_shards, shard_size_name)
     check_concurrency(concurrency)
     if not 1 <= chunk_size_mib <= 256:
         raise InvalidInput(f"chunk_size_mib must be between 1 and 256, got {chunk_size_mib}")
@@ -38,10 +40,15 @@ def validate_parameters(
         )
 
 
-def validate_plan_parameters(shard_size: int, max_shards: int | None) -> None:
+def validate_plan_parameters(
+    shard_size: int, max_shards: int | None, shard_size_name: str = "shard_size"
+) -> None:
     """Raise InvalidInput with a clear message for parameters no plan can satisfy."""
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise InvalidInput(f"shard_size must be a whole number of samples >= 1, got {shard_size!r}")
+        unit = "videos" if shard_size_name == "videos_per_shard" else "samples"
+        raise InvalidInput(
+            f"{shard_size_name} must be a whole number of {unit} >= 1, got {shard_size!r}"
+        )
     if max_shards is not None and (
         isinstance(max_shards, bool) or not isinstance(max_shards, int) or max_shards < 1
     ):

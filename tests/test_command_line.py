@@ -14,12 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.utilities.callables import parameter_schema
 
-from flows.cli import convert_parameters
+from flows.cli import convert_parameters, frames_parameters
 from flows.convert import objectron_to_wds
+from flows.frames import objectron_to_frames
 from tasks.storage import open_storage
 from tests.conftest import SourceBucket
 
@@ -42,12 +44,20 @@ def with_api(prefect_server: str) -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": prefect_server}
 
 
-def test_the_options_are_the_flow_parameters_prefect_shows_in_its_form() -> None:
+@pytest.mark.parametrize(
+    ("flow", "read_parameters"),
+    [(objectron_to_wds, convert_parameters), (objectron_to_frames, frames_parameters)],
+    ids=["convert", "frames"],
+)
+def test_the_options_are_the_flow_parameters_prefect_shows_in_its_form(
+    flow: Any, read_parameters: Any
+) -> None:
     """flows/options.py reads the signature and docstring without Prefect; Prefect's own schema
-    (the UI form) must say the same."""
-    schema = parameter_schema(objectron_to_wds.fn).model_dump()
+    (the UI form) must say the same, and every parameter has a description there."""
+    schema = parameter_schema(flow.fn).model_dump()
     properties = schema["properties"]
-    ours = convert_parameters()
+    ours = read_parameters()
+    assert all(properties[name].get("description") for name in properties), properties
     assert [p.name for p in ours] == sorted(properties, key=lambda n: properties[n]["position"])
     for parameter in ours:
         prop = properties[parameter.name]
@@ -75,6 +85,16 @@ BAD_PARAMETERS = [
 ]
 
 
+BAD_FRAME_PARAMETERS = [
+    (["--stride", "0"], "stride must be a whole number >= 1 (1 = every annotated frame), got 0"),
+    (["--image-size", "640"], "image_size must be WIDTHxHEIGHT (e.g. 480x640) or full, got '640'"),
+    (["--image-size", "0x640"], "image_size sides must be between 1 and 8192 pixels"),
+    (["--jpeg-quality", "0"], "jpeg_quality must be between 1 and 100, got 0"),
+    (["--jpeg-quality", "101"], "jpeg_quality must be between 1 and 100, got 101"),
+    (["--videos-per-shard", "0"], "videos_per_shard must be a whole number of videos >= 1, got 0"),
+]
+
+
 def test_each_bad_parameter_is_refused_in_under_two_seconds_with_one_line(
     sample_bucket: SourceBucket, new_bucket: str
 ) -> None:
@@ -88,6 +108,17 @@ def test_each_bad_parameter_is_refused_in_under_two_seconds_with_one_line(
         assert len(lines) == 1 and expected in lines[0], (extra, output)
         assert lines[0].startswith("objectron-wds convert: error: "), output
         assert "Traceback" not in output
+    for extra, expected in BAD_FRAME_PARAMETERS:
+        code, output, seconds = run(
+            ["frames", "--source", sample_bucket.url, "--dest", f"{new_bucket}/x", *extra]
+        )
+        assert code == 2, (extra, code, output)
+        assert seconds < 2.0, (extra, f"{seconds:.2f} s")
+        lines = output.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (extra, output)
+        assert lines[0].startswith("objectron-wds frames: error: "), output
+    code, output, seconds = run(["preview", "x.tar"])
+    assert code == 2 and "the following arguments are required: --out" in output
     code, output, seconds = run(["convert", "--source", sample_bucket.url])
     assert code == 2 and "the following arguments are required: --dest" in output
     assert seconds < 2.0 and len(output.strip().splitlines()) == 1

@@ -283,3 +283,21 @@ def test_preview_command_draws_a_contact_sheet(
     missing = tmp_path / "nothing.jpg"
     assert main(["preview", str(tmp_path / "absent.tar"), "--out", str(missing)]) == 2
     assert not missing.exists()
+
+
+def test_verify_finds_a_damaged_frame_shard_and_repair_rebuilds_it_identically(
+    frames_source: tuple[str, SampleDataset], tmp_path: Path
+) -> None:
+    from flows.verify import VerificationFailed, verify_shards
+
+    run_frames(frames_source[0], tmp_path, max_shards=2)
+    tars = shard_paths(tmp_path)
+    original = Path(tars[1]).read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF  # one byte inside a JPEG or its labels
+    Path(tars[1]).write_bytes(bytes(damaged))
+    with pytest.raises(VerificationFailed, match=Path(tars[1]).name):
+        verify_shards(dest=str(tmp_path))
+    summary = verify_shards(dest=str(tmp_path), repair=True)
+    assert summary["repaired"] == [Path(tars[1]).name]
+    assert Path(tars[1]).read_bytes() == original
