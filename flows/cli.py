@@ -425,13 +425,29 @@ def _command_sample_data(args: argparse.Namespace) -> int:
     from tasks.objectron.sample_data import write_sample_dataset
     from tasks.storage import open_storage
 
-    dataset = write_sample_dataset(
-        open_storage(args.dest), videos=args.videos, seed=args.seed, video_bytes=args.video_bytes
+    try:
+        dataset = write_sample_dataset(
+            open_storage(args.dest),
+            videos=args.videos,
+            seed=args.seed,
+            video_bytes=args.video_bytes,
+            frames=args.frames,
+            video_size=args.video_size,
+            traps=args.traps,
+        )
+    except ValueError as exc:  # a bad option, found before anything is written
+        raise Refused(str(exc)) from exc
+    kind = (
+        f"H.264 videos of {args.frames} frames at {args.video_size}"
+        if args.video_bytes is None
+        else f"random stand-in videos of ~{args.video_bytes:,} bytes"
     )
     print(
-        f"Wrote an Objectron-shaped sample dataset to {args.dest}: "
+        f"Wrote an Objectron-shaped sample dataset to {args.dest} ({kind}): "
         f"{len(dataset.annotated)} annotated videos, {len(dataset.unannotated)} without "
-        f"annotation, {len(dataset.placeholders)} 0-byte placeholders."
+        f"annotation, {len(dataset.placeholders)} 0-byte placeholders; traps: "
+        f"short {dataset.short_videos}, corrupt {dataset.corrupt_videos}, "
+        f"wrong category {dataset.wrong_category}."
     )
     return EXIT_OK
 
@@ -529,15 +545,36 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser(
         "sample-data",
         help="write an Objectron-shaped sample dataset into a bucket or folder",
-        description="Write videos/, annotations/ and v1/index/ like gs://objectron, with "
-        "random video bytes, valid geometry and annotation protobufs, 0-byte placeholders and "
-        "videos without annotation. Set STORAGE_EMULATOR_HOST for an emulator bucket.",
+        description="Write videos/, annotations/ and v1/index/ like gs://objectron: real "
+        "H.264 videos (the annotated box and a frame counter drawn in every frame, about half "
+        "stored landscape with a rotation tag), valid geometry and annotation protobufs, 0-byte "
+        "placeholders, videos without annotation, and traps (a video shorter than its "
+        "annotation, one that does not decode, a wrong category). Set STORAGE_EMULATOR_HOST "
+        "for an emulator bucket.",
     )
     sample.add_argument("--dest", required=True, help="gs://BUCKET[/PREFIX] or a local folder")
     sample.add_argument("--videos", type=int, default=24, help="annotated videos (default 24)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument(
-        "--video-bytes", type=int, default=256 * 1024, help="approximate bytes per video"
+        "--frames", type=int, default=12, help="frames per video (default 12; at most 1024)"
+    )
+    sample.add_argument(
+        "--video-size",
+        default="192x256",
+        help="upright WIDTHxHEIGHT of the videos (default 192x256; Objectron's is 1440x1920)",
+    )
+    sample.add_argument(
+        "--video-bytes",
+        type=int,
+        default=None,
+        help="random stand-in bytes of about this size instead of real videos (for benchmarks "
+        "that only move bytes)",
+    )
+    sample.add_argument(
+        "--traps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a short video, a corrupt video and a wrong category (default on)",
     )
     sample.set_defaults(handler=_command_sample_data)
 

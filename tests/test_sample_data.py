@@ -6,13 +6,22 @@ through the module's own helpers, so a parsing bug in the module cannot hide its
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
+import av
+import imageio_ffmpeg
 import numpy
 import pytest
+import simplejpeg
+from PIL import Image
 
 import tasks.objectron
+from tasks.objectron import box
 from tasks.objectron import proto as pb
 from tasks.objectron import sample_data as sd
 from tasks.storage import LocalStorage, Storage, open_storage
@@ -23,6 +32,8 @@ UNIT_BOX_CORNERS = [
     [0.0, 0.0, 0.0],
     *([x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)),
 ]
+EDGES_BY_HAND = [(1, 5), (2, 6), (3, 7), (4, 8), (1, 3), (5, 7), (2, 4), (6, 8)]
+EDGES_BY_HAND += [(1, 2), (3, 4), (5, 6), (7, 8)]
 CLASSES = ["bike", "book", "bottle", "camera", "cereal_box", "chair", "cup", "laptop", "shoe"]
 
 
@@ -213,6 +224,187 @@ def test_build_annotation_is_one_bounding_box_sequence() -> None:
         assert frame.camera.tracking_state == pb.ARCamera.NORMAL
 
 
+# --- videos --------------------------------------------------------------------------------
+
+
+def keys_stored(rotation: int, count: int = 1) -> list[str]:
+    """Keys whose sample video is stored with `rotation` (seed 0)."""
+    keys = (f"cup/batch-1/{j}" for j in itertools.count())
+    return list(itertools.islice((k for k in keys if sd.stored_rotation(k) == rotation), count))
+
+
+def decode_upright(data: bytes) -> list[tuple[int, numpy.ndarray]]:
+    """(PyAV's rotation, the upright RGB picture) of every frame, the tag applied by hand:
+    PyAV reports the display matrix's counter-clockwise degrees and does not apply them."""
+    frames = []
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(video=0):
+            picture = frame.to_ndarray(format="rgb24")
+            frames.append((frame.rotation, numpy.rot90(picture, k=frame.rotation // 90)))
+    return frames
+
+
+def ffmpeg_frames(data: bytes, width: int, height: int, tmp_path: Path) -> numpy.ndarray:
+    """The frames as FFmpeg's command line outputs them (it applies the tag: autorotate)."""
+    path = tmp_path / "video.MOV"
+    path.write_bytes(data)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path)]
+    command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(command, capture_output=True, check=True).stdout
+    assert len(raw) % (width * height * 3) == 0, "ffmpeg's frames are not the upright size"
+    return numpy.frombuffer(raw, numpy.uint8).reshape(-1, height, width, 3)
+
+
+def is_box_colour(pixel: numpy.ndarray) -> bool:
+    """Bright yellow, give or take what 4:2:0 chroma and JPEG leave of it."""
+    r, g, b = (int(v) for v in pixel)
+    return r > 170 and g > 170 and b < min(r, g) - 80
+
+
+def box_edge_points(frame: sd.FrameValues, width: int, height: int) -> list[tuple[int, int]]:
+    """Pixel (column, row) of the middle of each of the 12 edges, from the keypoints."""
+    points = []
+    for a, b in EDGES_BY_HAND:
+        (xa, ya, _), (xb, yb, _) = frame.keypoints_2d[a], frame.keypoints_2d[b]
+        points.append((int((xa + xb) / 2 * width), int((ya + yb) / 2 * height)))
+    return points
+
+
+def test_box_module_has_objectrons_edges_and_corners() -> None:
+    assert set(box.EDGES) == set(EDGES_BY_HAND) and len(box.EDGES) == 12
+    assert [list(k) for k in box.UNIT_BOX] == UNIT_BOX_CORNERS
+    assert sd.UNIT_BOX is box.UNIT_BOX and sd.EDGES is box.EDGES  # re-exported
+    for a, b in box.EDGES:  # each edge joins corners that differ along one axis
+        assert sum(p != q for p, q in zip(box.UNIT_BOX[a], box.UNIT_BOX[b], strict=True)) == 1
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_video_frames_show_counter_and_box_where_keypoints_say(rotation: int) -> None:
+    (key,) = keys_stored(rotation)
+    data = sd.build_video(key, frames=12)
+    assert data[4:8] == b"ftyp"
+    values = sd.sample_values(key, frames=12)
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert stream.average_rate == 30
+        stored = (stream.codec_context.width, stream.codec_context.height)
+    assert stored == ((256, 192) if rotation == 90 else (192, 256))
+    frames = decode_upright(data)
+    assert len(frames) == 12
+    for index, (tag, picture) in enumerate(frames):
+        assert tag == (-90 if rotation == 90 else 0)
+        assert picture.shape == (256, 192, 3)
+        assert sd.read_frame_counter(picture) == index
+        frame = values.frames[index]
+        for column, row in box_edge_points(frame, 192, 256):
+            assert is_box_colour(picture[row, column]), (index, column, row, picture[row, column])
+        # and not everywhere: the bottom corners are background
+        assert not is_box_colour(picture[250, 5]) and not is_box_colour(picture[250, 186])
+
+
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_ffmpeg_command_line_shows_the_upright_picture(rotation: int, tmp_path: Path) -> None:
+    (key,) = keys_stored(rotation)
+    data = sd.build_video(key, frames=6)
+    frames = ffmpeg_frames(data, 192, 256, tmp_path)
+    assert [sd.read_frame_counter(picture) for picture in frames] == list(range(6))
+    values = sd.sample_values(key, frames=6)
+    for index, picture in enumerate(frames):
+        drawn = sd.render_frame(values.frames[index], index).astype(int)
+        assert numpy.abs(picture.astype(int) - drawn).mean() < 4  # H.264 at crf 18
+        # PyAV plus the tag by hand gives the same picture as FFmpeg's autorotate
+        assert numpy.array_equal(decode_upright(data)[index][1], picture)
+
+
+def test_frame_counter_reads_every_index_after_resize_and_jpeg() -> None:
+    frame = sd.sample_values("cup/batch-1/1", frames=1).frames[0]
+    for index in range(2**sd.COUNTER_BITS):
+        picture = Image.fromarray(sd.render_frame(frame, index)).resize((120, 160), Image.BILINEAR)
+        jpeg = simplejpeg.encode_jpeg(numpy.asarray(picture), quality=90, colorspace="RGB")
+        assert sd.read_frame_counter(simplejpeg.decode_jpeg(jpeg)) == index
+    # a full-size picture, resized down, and the other way round: JPEG first, then resize
+    for index in (0, 1, 512, 1023, 341, 682):
+        big = sd.render_frame(frame, index, 1440, 1920)
+        jpeg = simplejpeg.encode_jpeg(big, quality=90, colorspace="RGB")
+        small = Image.fromarray(simplejpeg.decode_jpeg(jpeg)).resize((120, 160), Image.BICUBIC)
+        assert sd.read_frame_counter(numpy.asarray(small)) == index
+        assert sd.read_frame_counter(big.astype(numpy.float32)) == index
+
+
+def test_frame_counter_refuses_pictures_without_one() -> None:
+    frame = sd.sample_values("cup/batch-1/1", frames=1).frames[0]
+    picture = sd.render_frame(frame, 300)
+    with pytest.raises(ValueError, match="no frame counter"):
+        sd.read_frame_counter(numpy.full((256, 192, 3), 128, numpy.uint8))
+    with pytest.raises(ValueError, match="no frame counter"):
+        sd.read_frame_counter(numpy.rot90(picture))  # stored landscape: not upright
+    damaged = picture.copy()
+    damaged[:16, 15 * 3 : 15 * 4] = 255 - damaged[:16, 15 * 3 : 15 * 4]  # one bit cell flipped
+    with pytest.raises(ValueError, match="parity"):
+        sd.read_frame_counter(damaged)
+    with pytest.raises(ValueError, match="does not fit"):
+        sd.render_frame(frame, 1024)
+
+
+def test_videos_are_byte_identical_across_processes() -> None:
+    keys = keys_stored(0) + keys_stored(90)
+    script = (
+        "import hashlib, sys\n"
+        "from tasks.objectron.sample_data import build_video\n"
+        "for key in sys.argv[1:]:\n"
+        "    print(hashlib.sha256(build_video(key, frames=20)).hexdigest())\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, *keys], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    here = [hashlib.sha256(sd.build_video(key, frames=20)).hexdigest() for key in keys]
+    assert runs[0] == runs[1] == here
+    assert len(set(here)) == 2
+    assert sd.build_video(keys[0], frames=20, seed=1) != sd.build_video(keys[0], frames=20)
+
+
+def test_video_size_and_frame_count_options() -> None:
+    (key,) = keys_stored(90)
+    frames = decode_upright(sd.build_video(key, frames=3, video_size="480x640"))
+    assert [picture.shape for _, picture in frames] == [(640, 480, 3)] * 3
+    assert [sd.read_frame_counter(picture) for _, picture in frames] == [0, 1, 2]
+    # the most frames the counter can number, on small pictures to keep the test quick
+    frames = decode_upright(sd.build_video(key, frames=1024, video_size="96x128"))
+    assert [sd.read_frame_counter(picture) for _, picture in frames] == list(range(1024))
+    for bad in ("640", "0x0", "191x256", "axb", "8192x8192"):
+        with pytest.raises(ValueError, match="video_size"):
+            sd.parse_video_size(bad)
+    assert sd.parse_video_size("1440x1920") == (1440, 1920)
+    with pytest.raises(ValueError, match="1 to 1024 frames"):
+        sd.build_video(key, frames=1025)
+
+
+def test_scrambled_video_opens_but_does_not_decode() -> None:
+    (key,) = keys_stored(0)
+    good = sd.build_video(key, frames=12)
+    bad = sd.build_video(key, frames=12, corrupt=True)
+    assert len(bad) == len(good) and bad[:32] == good[:32] and bad != good
+    assert_undecodable(bad)
+    with pytest.raises(ValueError, match="no mdat"):
+        sd.scramble_video(b"\x00\x00\x00\x08free")
+
+
+def assert_undecodable(data: bytes) -> None:
+    """PyAV either raises or gives no frame at all (what the frames product must report)."""
+    decoded = 0
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            assert container.streams.video  # the container itself is fine
+            decoded = sum(1 for _ in container.decode(video=0))
+    except av.FFmpegError:
+        return
+    assert decoded == 0
+
+
 # --- a dataset in a local folder -----------------------------------------------------------
 
 
@@ -315,6 +507,71 @@ def test_options(tmp_path: Path) -> None:
 def test_negative_counts_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="placeholders must not be negative"):
         sd.write_sample_dataset(LocalStorage(tmp_path), placeholders=-1)
+
+
+# --- traps ---------------------------------------------------------------------------------
+
+
+def test_traps_are_one_short_one_corrupt_one_wrong_category(
+    written: tuple[LocalStorage, sd.SampleDataset],
+) -> None:
+    storage, result = written
+    traps = result.short_videos + result.corrupt_videos + result.wrong_category
+    assert [len(result.short_videos), len(result.corrupt_videos), len(result.wrong_category)] == [
+        1,
+        1,
+        1,
+    ]
+    assert len(set(traps)) == 3 and set(traps) <= set(result.annotated)
+    assert "book/batch-3/18" not in traps
+    for key in result.annotated:
+        video = storage.read_bytes(f"videos/{key}/video.MOV")
+        annotation = pb.Sequence.FromString(storage.read_bytes(f"annotations/{key}.pbdata"))
+        records = pb.split_geometry_records(storage.read_bytes(f"videos/{key}/geometry.pbdata"))
+        assert len(annotation.frame_annotations) == len(records) == 12
+        category = annotation.objects[0].category
+        if key in result.wrong_category:
+            assert category in CLASSES and category != key.split("/")[0]
+        else:
+            assert category == key.split("/")[0]
+        if key in result.corrupt_videos:
+            assert_undecodable(video)
+            continue
+        frames = decode_upright(video)
+        counters = [sd.read_frame_counter(picture) for _, picture in frames]
+        assert counters == list(range(8 if key in result.short_videos else 12)), key
+        tags = {tag for tag, _ in frames}
+        assert tags == ({-90} if key in result.rotated else {0})
+    # about half stored landscape, both kinds present
+    assert 0.25 < len(result.rotated) / len(result.annotated + result.unannotated) < 0.75
+    assert result.rotated == sorted(
+        k for k in result.annotated + result.unannotated if sd.stored_rotation(k) == 90
+    )
+
+
+def test_traps_can_be_turned_off(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    result = sd.write_sample_dataset(storage, videos=6, frames=4, traps=False)
+    assert (result.short_videos, result.corrupt_videos, result.wrong_category) == ([], [], [])
+    for key in result.annotated:
+        frames = decode_upright(storage.read_bytes(f"videos/{key}/video.MOV"))
+        assert [sd.read_frame_counter(picture) for _, picture in frames] == [0, 1, 2, 3]
+        annotation = pb.Sequence.FromString(storage.read_bytes(f"annotations/{key}.pbdata"))
+        assert annotation.objects[0].category == key.split("/")[0]
+
+
+def test_stand_in_videos_keep_the_category_trap_only(tmp_path: Path) -> None:
+    result = sd.write_sample_dataset(LocalStorage(tmp_path), videos=6, video_bytes=2048, frames=2)
+    assert (result.short_videos, result.corrupt_videos, result.rotated) == ([], [], [])
+    assert len(result.wrong_category) == 1
+
+
+def test_real_video_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="frames must be 1 to 1024"):
+        sd.write_sample_dataset(LocalStorage(tmp_path), videos=1, frames=2000)
+    with pytest.raises(ValueError, match="video_size"):
+        sd.write_sample_dataset(LocalStorage(tmp_path), videos=1, video_size="big")
+    assert list(LocalStorage(tmp_path).list()) == []  # refused before writing anything
 
 
 # --- fake-gcs-server -----------------------------------------------------------------------

@@ -592,6 +592,15 @@ def _counter_cells(index: int) -> list[bool]:
     return [False, *bits, sum(bits) % 2 == 1, True]
 
 
+@functools.lru_cache(maxsize=4)
+def _background(width: int, height: int) -> numpy.ndarray:
+    # Filling a large array from a colour tuple is slow in numpy; copying a template is not.
+    picture = numpy.empty((height, width, 3), numpy.uint8)
+    picture[:] = BACKGROUND_COLOUR
+    picture.flags.writeable = False
+    return picture
+
+
 @functools.cache
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
@@ -602,9 +611,10 @@ def render_frame(
 ) -> numpy.ndarray:
     """One upright picture of a sample video, as an RGB array (height, width, 3).
 
-    On a dark background: the box's 12 edges (`EDGES`) in `BOX_COLOUR`, a line between the
-    pixel positions `keypoints_2d * (width, height)` (continuous coordinates, origin at the
-    top-left corner of the top-left pixel); then, over everything, the frame counter, a strip
+    On a dark background: the box's 12 edges (`EDGES`) in `BOX_COLOUR`, lines of
+    `max(4, width / 64)` pixels between the positions `keypoints_2d * (width, height)`
+    (continuous coordinates, origin at the top-left corner of the top-left pixel), exact to
+    half a pixel; then, over everything, the frame counter, a strip
     of `COUNTER_CELLS` black and white cells across the top `COUNTER_HEIGHT` of the picture
     that `read_frame_counter` reads back, and the number in digits below it for people.
 
@@ -619,34 +629,64 @@ def render_frame(
     """
     if not 0 <= index < 2**COUNTER_BITS:
         raise ValueError(f"frame index {index} does not fit {COUNTER_BITS} bits")
-    image = Image.new("RGB", (width, height), BACKGROUND_COLOUR)
-    draw = ImageDraw.Draw(image)
-    # Pillow puts integer coordinates at pixel centres.
-    points = [(x * width - 0.5, y * height - 0.5) for x, y, _ in frame.keypoints_2d]
-    line_width = max(3, round(width / 64))
+    picture = _background(width, height).copy()
+    points = [(x * width, y * height) for x, y, _ in frame.keypoints_2d]
+    half_width = max(4, round(width / 64)) / 2
     for a, b in EDGES:
-        draw.line([points[a], points[b]], fill=BOX_COLOUR, width=line_width)
-    for x, y in (points[a] for edge in EDGES for a in edge):
-        # Round joints, so corners are not notched where two thick lines meet.
-        r = line_width / 2
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=BOX_COLOUR)
+        (xa, ya), (xb, yb) = points[a], points[b]
+        # In pieces a few line widths long: the union of their round-capped strokes is the
+        # whole stroke, and small pieces keep the pixels looked at near the line.
+        pieces = max(1, math.ceil(math.hypot(xb - xa, yb - ya) / (8 * half_width)))
+        for k in range(pieces):
+            start = (xa + (xb - xa) * k / pieces, ya + (yb - ya) * k / pieces)
+            end = (xa + (xb - xa) * (k + 1) / pieces, ya + (yb - ya) * (k + 1) / pieces)
+            _draw_segment(picture, start, end, half_width, BOX_COLOUR)
 
     strip = round(height * COUNTER_HEIGHT)
     xs = _cell_edges(width, COUNTER_CELLS)
     for cell, white in enumerate(_counter_cells(index)):
-        draw.rectangle(
-            [xs[cell], 0, xs[cell + 1] - 1, strip - 1], fill=(255, 255, 255) if white else (0, 0, 0)
-        )
+        picture[:strip, xs[cell] : xs[cell + 1]] = 255 if white else 0
+    # The number for people: black digits on a white label below the strip, at the left.
     text = str(index)
     font = _font(max(8, round(height / 20)))
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = (round(v) for v in font.getbbox(text))
     margin = max(2, round(height / 100))
-    draw.rectangle(
-        [0, strip, right - left + 2 * margin, strip + bottom - top + 2 * margin],
-        fill=(255, 255, 255),
-    )
-    draw.text((margin - left, strip + margin - top), text, fill=(0, 0, 0), font=font)
-    return numpy.asarray(image)
+    label = Image.new("RGB", (right - left + 2 * margin, bottom - top + 2 * margin), "white")
+    ImageDraw.Draw(label).text((margin - left, margin - top), text, fill="black", font=font)
+    label_pixels = numpy.asarray(label)[: height - strip, :width]
+    picture[strip : strip + label_pixels.shape[0], : label_pixels.shape[1]] = label_pixels
+    return picture
+
+
+def _draw_segment(
+    picture: numpy.ndarray,
+    start: tuple[float, float],
+    end: tuple[float, float],
+    half_width: float,
+    colour: tuple[int, int, int],
+) -> None:
+    """Paint every pixel whose centre lies within `half_width` of the segment (round caps).
+
+    Done by hand rather than with Pillow's wide lines, which land up to a pixel off: a test
+    that looks for the box where the keypoints say should find it there to half a pixel.
+    Points are continuous coordinates (pixel (i, j) covers [i, i+1) x [j, j+1)).
+    """
+    height, width = picture.shape[:2]
+    (x0, y0), (x1, y1) = start, end
+    left = max(0, math.floor(min(x0, x1) - half_width))
+    right = min(width, math.ceil(max(x0, x1) + half_width) + 1)
+    top = max(0, math.floor(min(y0, y1) - half_width))
+    bottom = min(height, math.ceil(max(y0, y1) + half_width) + 1)
+    if left >= right or top >= bottom:
+        return
+    # Pixel centres relative to the start, as a row and a column that broadcast.
+    xs = numpy.arange(left, right, dtype=numpy.float64)[numpy.newaxis, :] + (0.5 - x0)
+    ys = numpy.arange(top, bottom, dtype=numpy.float64)[:, numpy.newaxis] + (0.5 - y0)
+    dx, dy = x1 - x0, y1 - y0
+    length2 = dx * dx + dy * dy
+    t = numpy.clip((xs * dx + ys * dy) / length2, 0.0, 1.0) if length2 > 0 else 0.0
+    distance2 = (xs - t * dx) ** 2 + (ys - t * dy) ** 2
+    picture[top:bottom, left:right][distance2 <= half_width * half_width] = colour
 
 
 def read_frame_counter(rgb: numpy.ndarray) -> int:
