@@ -90,17 +90,6 @@ def sample_folder(tmp_path_factory: pytest.TempPathFactory) -> SourceBucket:
 
 
 @pytest.fixture(scope="session")
-def sample_video_folder(tmp_path_factory: pytest.TempPathFactory) -> SourceBucket:
-    """A local dataset with real H.264 videos (12 frames, 192x256 upright, about half stored
-    landscape with a rotation tag) and its traps: `dataset.short_videos`, `.corrupt_videos`,
-    `.wrong_category`. The other fixtures keep random stand-in videos (faster to move)."""
-    root = tmp_path_factory.mktemp("objectron-videos")
-    storage = open_storage(str(root))
-    dataset = write_sample_dataset(storage, videos=12, seed=7)
-    return SourceBucket(str(root), storage, dataset)
-
-
-@pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A Prefect test server (SQLite in a temp folder) for the session; yields its API URL."""
     from prefect.settings import PREFECT_API_URL

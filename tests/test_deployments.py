@@ -101,7 +101,8 @@ def stack(fake_gcs: FakeGcsServer, tmp_path_factory: pytest.TempPathFactory) -> 
     work = tmp_path_factory.mktemp("deployments")
     for bucket in ("deploy-source", "deploy-manual", "deploy-dask", "deploy-ui", "deploy-limit"):
         fake_gcs.create_bucket(bucket)
-    write_sample_dataset(open_storage(SOURCE), videos=12, seed=0, video_bytes=64 * 1024)
+    # Real H.264 videos: the frames deployment decodes them.
+    write_sample_dataset(open_storage(SOURCE), videos=12, seed=0)
 
     server = PrefectServer(home=work / "prefect-home", logs=logs)
     tokens = TokenServer().start()
