@@ -1,8 +1,10 @@
-"""`objectron-wds demo`: the whole conversion on this machine, with nothing to configure.
+"""`objectron-wds demo`: both products on this machine, with nothing to configure.
 
-Starts fake-gcs-server on 127.0.0.1, writes an Objectron-shaped sample dataset into its
-`gs://objectron`, converts it into `gs://objectron-wds-demo`, copies the shards to a local
-folder, reads them back with webdataset, and prints how to do each step by hand.
+Starts fake-gcs-server on 127.0.0.1, writes an Objectron-shaped sample dataset (real H.264
+videos) into its `gs://objectron`, converts it into video shards at
+`gs://objectron-wds-demo/shards` and into frame samples at `gs://objectron-wds-demo/frames`,
+copies both to a local folder, reads them back with webdataset, and prints how to do each step
+by hand.
 """
 
 from __future__ import annotations
@@ -12,9 +14,19 @@ import time
 from pathlib import Path
 
 from tasks.fake_gcs import FakeGcsServer
+from tasks.storage import Storage
 
 SOURCE_BUCKET = "objectron"
 DEST_BUCKET = "objectron-wds-demo"
+
+
+def copy_folder(source: Storage, local: Path) -> None:
+    """Every object at `source` (shards, specs, index, preview) into the folder `local`."""
+    local.mkdir(parents=True, exist_ok=True)
+    for info in source.list():
+        target = local / info.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes(info.name))
 
 
 def run_demo(
@@ -23,6 +35,7 @@ def run_demo(
     import webdataset as wds
 
     from flows.convert import objectron_to_wds
+    from flows.frames import objectron_to_frames
     from tasks.objectron.sample_data import write_sample_dataset
     from tasks.storage import open_storage
 
@@ -52,8 +65,7 @@ def run_demo(
         local = workdir / "shards"
         local.mkdir(exist_ok=True)
         shards = sorted(info.name for info in dest.list() if info.name.endswith(".tar"))
-        for name in shards + [n for n in ("objectron-shardindex.json",) if dest.exists(n)]:
-            (local / name).write_bytes(dest.read_bytes(name))
+        copy_folder(dest, local)
         urls = [str(local / name) for name in shards]
         samples = list(wds.WebDataset(urls, shardshuffle=False))
         first = samples[0]
@@ -67,6 +79,36 @@ def run_demo(
         print("  import webdataset as wds")
         print(f"  ds = wds.WebDataset('{local}/objectron-{{000000..{len(shards) - 1:06d}}}.tar')")
         print("  for sample in ds: print(sample['__key__'], len(sample['video.mov']))")
+
+        frames_url = f"gs://{DEST_BUCKET}/frames"
+        frames = objectron_to_frames(
+            dest=frames_url,
+            source=source_url,
+            videos_per_shard=shard_size,
+            max_shards=max_shards,
+            concurrency_limit=None,
+        )
+        frames_local = workdir / "frames"
+        copy_folder(open_storage(frames_url), frames_local)
+        frame_shards = sorted(str(p) for p in frames_local.glob("*.tar"))
+        frame_samples = list(wds.WebDataset(frame_shards, shardshuffle=False).decode("rgb8"))
+        print()
+        print(
+            f"Frames: {frames['shards']} shards, {frames['samples']} frame samples (KEY.jpg, "
+            f"KEY.json) from {frames['videos']} videos at {frames_url}; "
+            f"{len(frames['reported'])} videos reported (no samples):"
+        )
+        for entry in frames["reported"]:
+            print(f"  {entry['video']}: {entry['reason']}")
+        if frame_samples:
+            image, labels = frame_samples[0]["jpg"], frame_samples[0]["json"]
+            print(
+                f"Copied to {frames_local}; first sample {labels['key']}: image "
+                f"{image.shape[1]}x{image.shape[0]}, class {labels['class']}, "
+                f"{len(labels['objects'])} object(s)"
+            )
+        print(f"Preview (frames with their boxes): {frames_local / 'objectron-frames-preview.jpg'}")
+        print("  .venv/bin/objectron-wds preview FRAME_SHARD.tar --out preview.jpg")
         if keep_running:
             print()
             print(f"The emulator keeps running: STORAGE_EMULATOR_HOST={server.url}")

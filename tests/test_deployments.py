@@ -99,7 +99,9 @@ def stack(fake_gcs: FakeGcsServer, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     work = tmp_path_factory.mktemp("deployments")
-    for bucket in ("deploy-source", "deploy-manual", "deploy-dask", "deploy-ui", "deploy-limit"):
+    buckets = ("deploy-source", "deploy-manual", "deploy-dask", "deploy-dask-frames", "deploy-ui",
+               "deploy-limit")  # fmt: skip
+    for bucket in buckets:
         fake_gcs.create_bucket(bucket)
     # Real H.264 videos: the frames deployment decodes them.
     write_sample_dataset(open_storage(SOURCE), videos=12, seed=0)
@@ -250,19 +252,28 @@ def test_second_run_skips_or_caches_every_shard(stack: Stack, manual_run: UUID) 
     assert {n: dest.stat(n).generation for n in _shards(dest)} == generations  # type: ignore[union-attr]
 
 
-def test_frames_deployment_run_builds_frame_samples(stack: Stack, tmp_path: Path) -> None:
-    """`prefect deployment run 'objectron-to-frames/manual' --watch`, as a person types it: the
-    frames flow on the worker, from the emulator's real H.264 videos to JPEG + labels samples
-    in the frames destination setup chose."""
+FRAMES_PARAMS = ("--param", "videos_per_shard=3", "--param", "max_shards=2",
+                 "--param", "image_size=96x128")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def frames_run(stack: Stack) -> UUID:
+    """`prefect deployment run 'objectron-to-frames/manual' --watch`, as a person types it."""
     output = stack.run(
-        str(BIN / "prefect"), "deployment", "run", "objectron-to-frames/manual",
-        "--param", "videos_per_shard=3", "--param", "max_shards=2",
-        "--param", "image_size=96x128",
+        str(BIN / "prefect"), "deployment", "run", "objectron-to-frames/manual", *FRAMES_PARAMS,
         "--watch", "--watch-interval", "2",
         timeout=600,
     )  # fmt: skip
     assert "Completed" in output
-    run_id = _flow_run_id(output)
+    return _flow_run_id(output)
+
+
+def test_frames_deployment_run_builds_frame_samples(
+    stack: Stack, frames_run: UUID, tmp_path: Path
+) -> None:
+    """The frames flow on the worker, from the emulator's real H.264 videos to JPEG + labels
+    samples in the frames destination setup chose."""
+    run_id = frames_run
     dest = open_storage(FRAMES_DEST)
     assert _shards(dest) == [f"objectron-frames-{i:06d}.tar" for i in range(2)]
     samples = _read_back(dest, tmp_path)
@@ -428,7 +439,7 @@ def test_cloud_run_and_kubernetes_pools_from_the_job_templates(stack: Stack) -> 
 
 
 def test_dask_runner_on_a_running_cluster_gives_byte_identical_shards(
-    stack: Stack, manual_run: UUID
+    stack: Stack, manual_run: UUID, frames_run: UUID
 ) -> None:
     """`objectron-wds convert --task-runner dask --dask-address ...` against a `dask scheduler`
     and `dask worker` started here: the builds run on the Dask worker and the shards equal the
@@ -457,6 +468,19 @@ def test_dask_runner_on_a_running_cluster_gives_byte_identical_shards(
             "--source", SOURCE, "--dest", "gs://deploy-dask",
             "--shard-size", "3", "--max-shards", "3", "--json",
         )  # fmt: skip
+        # The frames product on the same cluster, with the frames deployment run's parameters.
+        frames_output = stack.run(
+            str(BIN / "objectron-wds"), "frames",
+            "--task-runner", "dask", "--dask-address", address,
+            "--source", SOURCE, "--dest", "gs://deploy-dask-frames",
+            "--videos-per-shard", "3", "--max-shards", "2", "--image-size", "96x128", "--json",
+        )  # fmt: skip
+    frames_summary = json.loads(frames_output[frames_output.index("{\n") :])
+    assert (frames_summary["shards"], frames_summary["built"]) == (2, 2)
+    on_workers, by_deployment = open_storage("gs://deploy-dask-frames"), open_storage(FRAMES_DEST)
+    assert _shards(on_workers) == _shards(by_deployment)
+    for name in _shards(by_deployment):
+        assert on_workers.read_bytes(name) == by_deployment.read_bytes(name), name
     summary = json.loads(output[output.index("{\n") :])
     assert (summary["shards"], summary["built"]) == (3, 3)
     # The build task runs logged from the Dask worker process, not from the flow's process.

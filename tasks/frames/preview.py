@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.objectron.box import EDGES as BOX_EDGES
 from tasks.policy import RETRY_POLICY, redact_errors
 
 __all__ = [
@@ -34,13 +35,8 @@ __all__ = [
     "write_preview",
 ]
 
-# Objectron's 12 box edges between keypoints 1-8 (keypoint 0 is the centre): along the box's
-# x axis, then y, then z (objectron/dataset/box.py).
-EDGES: tuple[tuple[int, int], ...] = (
-    (1, 5), (2, 6), (3, 7), (4, 8),
-    (1, 3), (5, 7), (2, 4), (6, 8),
-    (1, 2), (3, 4), (5, 6), (7, 8),
-)  # fmt: skip
+# Objectron's 12 box edges between keypoints 1-8 (keypoint 0 is the centre).
+EDGES = BOX_EDGES
 # One colour per object of a frame, in order (cycled): saturated, far from video colours' greys.
 BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
     (0, 255, 0),
