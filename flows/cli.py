@@ -286,30 +286,33 @@ def _check_locations(values: dict[str, Any]) -> None:
         check_listing_file(values["listing_file"])
 
 
-def _command_convert(args: argparse.Namespace) -> int:
-    values = _flow_values(args, convert_parameters())
+def _run_flow_command(
+    args: argparse.Namespace,
+    parameters: list[FlowParameter],
+    flow_name: str,
+    rows: Callable[[dict[str, Any], float], list[tuple[str, str]]],
+) -> int:
+    """`convert` and `frames`: check, run the flow (threads or Dask), print its summary."""
+    values = _flow_values(args, parameters)
     _check_convert(values, args)
     started = time.monotonic()
     with flow_session(args, preflight=lambda: _check_locations(values)):
-        from flows.dask_runner import flow_with_task_runner
-
-        summary = flow_with_task_runner(args.task_runner, args.dask_address)(**values)
-    _print_summary(args, summary, "objectron-wds convert", _convert_rows(summary, started))
-    return EXIT_OK
-
-
-def _command_frames(args: argparse.Namespace) -> int:
-    values = _flow_values(args, frames_parameters())
-    _check_convert(values, args)
-    started = time.monotonic()
-    with flow_session(args, preflight=lambda: _check_locations(values)):
+        from flows.convert import objectron_to_wds
         from flows.dask_runner import flow_with_task_runner
         from flows.frames import objectron_to_frames
 
-        run = flow_with_task_runner(args.task_runner, args.dask_address, objectron_to_frames)
-        summary = run(**values)
-    _print_summary(args, summary, "objectron-wds frames", _frames_rows(summary, started))
+        flow: Any = objectron_to_frames if flow_name == "frames" else objectron_to_wds
+        summary = flow_with_task_runner(args.task_runner, args.dask_address, flow)(**values)
+    _print_summary(args, summary, f"objectron-wds {args.command}", rows(summary, started))
     return EXIT_OK
+
+
+def _command_convert(args: argparse.Namespace) -> int:
+    return _run_flow_command(args, convert_parameters(), "convert", _convert_rows)
+
+
+def _command_frames(args: argparse.Namespace) -> int:
+    return _run_flow_command(args, frames_parameters(), "frames", _frames_rows)
 
 
 def _frames_rows(summary: dict[str, Any], started: float) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from tasks.build import STATUS_BUILT
 from tasks.checks import preflight
 from tasks.index import write_index
 from tasks.listing import list_source
-from tasks.parameters import MAX_CONCURRENCY, InvalidInput, validate_parameters
+from tasks.parameters import MAX_CONCURRENCY, InvalidInput, check_dest, validate_parameters
 from tasks.planning import plan_shards
 from tasks.samples import assemble
 from tasks.specs import upload_shard_specs
@@ -102,13 +102,7 @@ def objectron_to_wds(
             OBJECTRON_WDS_DECODE_PROCESSES=N sets how many, 0 decodes in the build threads.
     """
     logger = get_run_logger()
-    if not dest.strip():
-        # An empty path would mean the worker's working directory. Deployments take their
-        # default from a Prefect variable, which is empty if it was never set.
-        raise InvalidInput(
-            "dest is empty: give gs://BUCKET/PREFIX or a folder (deployments default to the "
-            "Prefect variable objectron_wds_dest: `objectron-wds setup --dest ...`, then deploy)"
-        )
+    check_dest(dest, "objectron_wds_dest")
     validate_parameters(
         shard_size=shard_size,
         max_shards=max_shards,

@@ -31,7 +31,7 @@ from tasks.index import write_index
 from tasks.listing import list_source
 from tasks.parameters import (
     MAX_CONCURRENCY,
-    InvalidInput,
+    check_dest,
     validate_frame_parameters,
     validate_parameters,
 )
@@ -99,11 +99,7 @@ def objectron_to_frames(
             plan. Off by default: such a run is refused before writing anything.
     """
     logger = get_run_logger()
-    if not dest.strip():
-        raise InvalidInput(
-            "dest is empty: give gs://BUCKET/PREFIX or a folder (deployments default to the "
-            "Prefect variable objectron_wds_dest: `objectron-wds setup --dest ...`, then deploy)"
-        )
+    check_dest(dest, "objectron_wds_frames_dest")
     validate_parameters(
         shard_size=videos_per_shard,
         max_shards=max_shards,

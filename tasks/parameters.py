@@ -19,6 +19,16 @@ def check_concurrency(concurrency: int) -> None:
         )
 
 
+def check_dest(dest: str, variable: str) -> None:
+    """An empty dest would mean the worker's working directory. Deployments take their
+    default from a Prefect variable (`variable`), which is empty if it was never set."""
+    if not dest.strip():
+        raise InvalidInput(
+            "dest is empty: give gs://BUCKET/PREFIX or a folder (deployments default to the "
+            f"Prefect variable {variable}: `objectron-wds setup --dest ...`, then deploy)"
+        )
+
+
 def validate_parameters(
     *,
     shard_size: int,
