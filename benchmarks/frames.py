@@ -1,4 +1,5 @@
-"""Frames: `tasks.frames.video.decode_frames` against the FFmpeg command line a user would run.
+"""Frames: the frame shard build, and its decoder alone, against the FFmpeg command line a user
+would run.
 
     .venv/bin/python benchmarks/frames.py            # full: 270-frame videos, 3 repetitions
     .venv/bin/python benchmarks/frames.py --quick    # smoke test: small and short
@@ -10,9 +11,14 @@ Objectron's iPhone videos are), 30 fps, ~20 Mbit/s of moving gradients and noise
 has a real bitstream to chew on. In one run, alternating: `ffmpeg -i video -vf scale=480:640
 -q:v 3 DIR/%06d.jpg` (imageio-ffmpeg's binary; its autorotate turns the frames upright) and the
 same at full size, against decode_frames at 480x640 and full size (jpeg_quality 90), each JPEG
-written to a file in a temporary folder as ffmpeg does. Then the peak RSS (ru_maxrss) of a
-fresh Python process decoding every frame of a 30- and a 1000-frame video (its VmHWM:
-ru_maxrss is carried over exec from the forked parent on Linux).
+written to a file in a temporary folder as ffmpeg does, and against the real shard builder,
+`tasks.frames.shard.write_frame_samples` (labels and tar included: "build" below), over a local
+source folder in Objectron's layout whose video.MOV is the same cached video (hard-linked) and
+whose geometry and annotation come from tasks.objectron.sample_data for as many frames (every
+frame annotated; the keypoints do not match these pixels, which the build does not need). Then
+the peak RSS of a fresh Python process decoding every frame of a 30- and a 1000-frame video,
+and of one building the shard of each (VmHWM: ru_maxrss is carried over exec from the forked
+parent on Linux).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -141,6 +148,14 @@ def write_video(path: Path, frames: int, stored_size: tuple[int, int]) -> None:
 BOX = (480, 640)
 TARGET_RATIO = 0.9
 RSS_LIMIT_MIB = 400
+# The frame build's options: the flow's defaults (stride 1, quality 90, seed 0).
+JPEG_QUALITY = 90
+SHUFFLE_SEED = 0
+# The video key of the benchmark's source folder (any valid CLASS/batch-I/J).
+SOURCE_KEY = "cup/batch-1/0"
+# Objectron's annotated frames ("4M annotated images" in its paper and README), for the cost
+# of a full run at stride 1.
+OBJECTRON_ANNOTATED_FRAMES = 4_000_000
 
 
 def ffmpeg_exe() -> str:
@@ -214,32 +229,125 @@ def child(video: str, out: str, frames: int, size: str) -> dict[str, Any]:
     }
 
 
+def source_folder(cache: Path, video: Path, frames: int) -> Path:
+    """A local source in Objectron's layout holding one annotated video, SOURCE_KEY: the cached
+    `video` hard-linked as its video.MOV (copied where a link cannot be made), geometry and
+    annotation of `frames` frames from the sample data (every frame annotated). Rewritten
+    each run (about a second for 1000 frames), so a changed sample data module is picked up."""
+    from tasks.objectron.sample_data import build_annotation, build_geometry, sample_values
+
+    root = cache / f"source-{video.stem}"
+    folder = root / "videos" / SOURCE_KEY
+    annotation = root / "annotations" / f"{SOURCE_KEY}.pbdata"
+    folder.mkdir(parents=True, exist_ok=True)
+    annotation.parent.mkdir(parents=True, exist_ok=True)
+    values = sample_values(SOURCE_KEY, frames=frames)
+    (folder / "geometry.pbdata").write_bytes(build_geometry(values))
+    annotation.write_bytes(build_annotation(values))
+    movie = folder / "video.MOV"
+    if not (movie.exists() and movie.samefile(video)):
+        movie.unlink(missing_ok=True)
+        try:
+            os.link(video, movie)
+        except OSError:
+            shutil.copyfile(video, movie)
+    return root
+
+
+def run_build(source: Path, out: Path, scaled: bool) -> dict[str, Any]:
+    """write_frame_samples in a fresh Python process (`--child-build`), as run_ours."""
+    args = [sys.executable, str(Path(__file__).resolve()), "--child-build", str(source),
+            str(out), "box" if scaled else "full"]  # fmt: skip
+    result = subprocess.run(args, check=True, capture_output=True, text=True)
+    measured: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return measured
+
+
+def child_build(source_root: str, out: str, size: str) -> dict[str, Any]:
+    """What `--child-build` runs: plan the source folder's one frame shard as the flow does
+    (listing, assemble only_with_anno, plan, make_spec with FrameOptions; not timed), then
+    build it as tasks.build.build_shard does (timed): a create-only tar in a local folder
+    (fsynced, linked into place) with its digest header, `write_frame_samples`, the tar's end.
+    Claims, stats files and the Prefect task around it are left out; they cost milliseconds
+    per shard (benchmarks row 6), not per frame."""
+    from tasks.frames.shard import write_frame_samples
+    from tasks.listing import list_source_api
+    from tasks.planning import plan_shards
+    from tasks.samples import assemble_samples
+    from tasks.specs import FrameOptions, make_spec
+    from tasks.storage.local import LocalStorage
+    from tasks.tar import DIGEST_COMMENT_PREFIX, TarStreamWriter
+
+    source = LocalStorage(Path(source_root))
+    dest = LocalStorage(Path(out))
+    samples = assemble_samples(list_source_api(source), only_with_anno=True).samples
+    (plan,) = plan_shards(samples, shard_size=1, shuffle_seed=SHUFFLE_SEED, series="frames")
+    options = FrameOptions(
+        stride=1,
+        image_size=f"{BOX[0]}x{BOX[1]}" if size == "box" else "full",
+        jpeg_quality=JPEG_QUALITY,
+        shuffle_seed=SHUFFLE_SEED,
+    )
+    spec = make_spec(plan, source.url, frames=options)
+    base = vm_status_kib("VmRSS")  # the interpreter with the pipeline's modules imported
+    cpu = time.process_time()
+    started = time.perf_counter()
+    with dest.open_create(spec.shard) as handle:
+        tar = TarStreamWriter(handle)
+        tar.write_global_header({"comment": f"{DIGEST_COMMENT_PREFIX}{spec.digest}"})
+        result = write_frame_samples(tar, source, spec)
+        tar.close()
+    seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu
+    peak = vm_hwm_kib()
+    if result.reported:
+        raise RuntimeError(f"the benchmark video was reported: {result.reported}")
+    jpeg = [m.size for m in result.members if m.name.endswith(".jpg")]
+    labels = [m.size for m in result.members if m.name.endswith(".json")]
+    first_labels = next(m.name for m in result.members if m.name.endswith(".json"))
+    with tarfile.open(Path(out) / spec.shard) as archive:
+        extracted = archive.extractfile(first_labels)
+        assert extracted is not None
+        image = json.loads(extracted.read())["image"]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "frames": result.samples,
+        "bytes": tar.offset,
+        "jpeg_bytes": sum(jpeg),
+        "json_bytes": sum(labels),
+        "size": f"{image['width']}x{image['height']}",
+        "maxrss_kib": peak,
+        "base_kib": base,
+        "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
 def vm_hwm_kib() -> int:
+    return vm_status_kib("VmHWM")
+
+
+def vm_status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB (VmHWM: peak RSS; VmRSS: now)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
 
 def measure(cache: Path, config: FramesConfig, log: Any = print) -> dict[str, Any]:
-    """All the measurements of one run: speed pairs alternating over `reps`, then RSS."""
+    """All the measurements of one run: speed triples (ffmpeg, decode_frames, the build) at
+    both sizes alternating over `reps`, then RSS of the decoder and of the build."""
     video = ensure_video(cache, config.frames, config.stored_size)
-    log(f"Frames: video {video} ({video.stat().st_size / 1e6:.1f} MB, {config.frames} frames)")
-    kinds = ["ffmpeg box", "ours box", "ffmpeg full", "ours full"]
+    source = source_folder(cache, video, config.frames)
+    log(f"Frames: video {video} ({video.stat().st_size / 1e6:.1f} MB, {config.frames} frames); "
+        f"source folder {source}")  # fmt: skip
+    kinds = ["ffmpeg box", "ours box", "build box", "ffmpeg full", "ours full", "build full"]
     results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for rep in range(config.reps):
         order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
         for kind in order:
-            out = Path(tempfile.mkdtemp(prefix="objectron-wds-frames-"))
-            try:
-                scaled = kind.endswith("box")
-                if kind.startswith("ffmpeg"):
-                    measured = run_ffmpeg(video, out, scaled)
-                else:
-                    measured = run_ours(video, out, scaled, config.frames)
-            finally:
-                shutil.rmtree(out, ignore_errors=True)
-            measured["fps"] = measured["frames"] / measured["seconds"]
+            measured = _measure_one(kind, video, source, config.frames)
             results[kind].append(measured)
             log(f"  rep {rep + 1} {kind:11}: {measured['fps']:6.1f} frames/s, "
                 f"{measured['seconds']:6.2f} s, cpu {measured['cpu_seconds']:.1f} s, "
@@ -247,18 +355,35 @@ def measure(cache: Path, config: FramesConfig, log: Any = print) -> dict[str, An
     rss: dict[str, dict[str, Any]] = {}
     for frames in config.rss_frames:
         rss_video = ensure_video(cache, frames, config.stored_size)
-        for scaled in (True, False):
-            out = Path(tempfile.mkdtemp(prefix="objectron-wds-frames-"))
-            try:
-                measured = run_ours(rss_video, out, scaled, frames)
-            finally:
-                shutil.rmtree(out, ignore_errors=True)
-            key = f"{frames} {'box' if scaled else 'full'}"
-            rss[key] = measured
-            log(f"  rss {key:9}: {measured['maxrss_kib'] / 1024:6.1f} MiB peak (VmHWM; "
-                f"ru_maxrss {measured['ru_maxrss_kib'] / 1024:.1f}), "
-                f"{measured['frames']} frames")  # fmt: skip
+        rss_source = source_folder(cache, rss_video, frames)
+        for tool in ("ours", "build"):
+            for size in ("box", "full"):
+                measured = _measure_one(f"{tool} {size}", rss_video, rss_source, frames)
+                key = f"{frames} {size}" if tool == "ours" else f"build {frames} {size}"
+                rss[key] = measured
+                log(f"  rss {key:15}: {measured['maxrss_kib'] / 1024:6.1f} MiB peak (VmHWM; "
+                    f"ru_maxrss {measured['ru_maxrss_kib'] / 1024:.1f}), "
+                    f"{measured['frames']} frames")  # fmt: skip
     return {"speed": results, "rss": rss, "video": str(video), "config": vars(config)}
+
+
+def _measure_one(kind: str, video: Path, source: Path, frames: int) -> dict[str, Any]:
+    """One measurement of `kind` ("ffmpeg box", "ours full", "build box", ...) into a fresh
+    temporary folder, removed afterwards."""
+    tool, size = kind.split()
+    scaled = size == "box"
+    out = Path(tempfile.mkdtemp(prefix="objectron-wds-frames-"))
+    try:
+        if tool == "ffmpeg":
+            measured = run_ffmpeg(video, out, scaled)
+        elif tool == "ours":
+            measured = run_ours(video, out, scaled, frames)
+        else:
+            measured = run_build(source, out, scaled)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    measured["fps"] = measured["frames"] / measured["seconds"]
+    return measured
 
 
 def make_rows(measured: dict[str, Any]) -> list[Row]:
@@ -267,33 +392,79 @@ def make_rows(measured: dict[str, Any]) -> list[Row]:
 
     speed = measured["speed"]
     rows = []
-    for label, suffix in (("480x640", "box"), ("full", "full")):
-        ours, theirs = speed[f"ours {suffix}"], speed[f"ffmpeg {suffix}"]
-        ratio = median([o["fps"] / t["fps"] for o, t in zip(ours, theirs, strict=True)])
-        ours_fps = median([o["fps"] for o in ours])
-        theirs_fps = median([t["fps"] for t in theirs])
-        ours_cpu = median([o["cpu_seconds"] / o["frames"] * 1000 for o in ours])
-        theirs_cpu = median([t["cpu_seconds"] / t["frames"] * 1000 for t in theirs])
-        rows.append(Row(
-            f"F {label}", f"frames {label}: decode_frames (q 90, files) vs "
-            f"`ffmpeg -i V{' -vf scale=480:640' if suffix == 'box' else ''} -q:v 3 %06d.jpg`",
-            f"{ours_fps:.1f} frames/s, {ours_cpu:.0f} ms CPU/frame, {ours[0]['size']}",
-            f"{theirs_fps:.1f} frames/s, {theirs_cpu:.0f} ms CPU/frame",
-            f"{ratio:.2f}", f">= {TARGET_RATIO}", yes(ratio >= TARGET_RATIO),
-        ))  # fmt: skip
-    shortest: dict[str, tuple[str, float]] = {}  # size -> the first (shortest) video's peak
+    for tool, prefix, what in (
+        ("ours", "F", "decode_frames (q 90, files)"),
+        ("build", "FB", "frame shard build, labels and tar (write_frame_samples, q 90)"),
+    ):
+        for label, suffix in (("480x640", "box"), ("full", "full")):
+            ours, theirs = speed[f"{tool} {suffix}"], speed[f"ffmpeg {suffix}"]
+            ratio = median([o["fps"] / t["fps"] for o, t in zip(ours, theirs, strict=True)])
+            ours_fps = median([o["fps"] for o in ours])
+            theirs_fps = median([t["fps"] for t in theirs])
+            ours_cpu = median([o["cpu_seconds"] / o["frames"] * 1000 for o in ours])
+            theirs_cpu = median([t["cpu_seconds"] / t["frames"] * 1000 for t in theirs])
+            rows.append(Row(
+                f"{prefix} {label}", f"frames {label}: {what} vs "
+                f"`ffmpeg -i V{' -vf scale=480:640' if suffix == 'box' else ''} -q:v 3 %06d.jpg`",
+                f"{ours_fps:.1f} frames/s, {ours_cpu:.0f} ms CPU/frame, {ours[0]['size']}",
+                f"{theirs_fps:.1f} frames/s, {theirs_cpu:.0f} ms CPU/frame",
+                f"{ratio:.2f}", f">= {TARGET_RATIO}", yes(ratio >= TARGET_RATIO),
+            ))  # fmt: skip
+    shortest: dict[str, tuple[str, float]] = {}  # tool + size -> the shortest video's peak
     for key, result in measured["rss"].items():
-        frames, size = key.split()
+        *tool, frames, size = key.split()
+        building = tool == ["build"]
         mib = result["maxrss_kib"] / 1024
-        first_frames, first_mib = shortest.setdefault(size, (frames, mib))
+        first_frames, first_mib = shortest.setdefault(f"{tool} {size}", (frames, mib))
         rows.append(Row(
-            f"F rss {frames} {size}", f"frames: peak RSS of decode_frames, {frames}-frame video, "
-            f"{'480x640' if size == 'box' else 'full size'} (fresh process, VmHWM)",
-            f"{mib:.0f} MiB", f"{result['frames']} frames decoded",
+            f"{'FB' if building else 'F'} rss {frames} {size}",
+            f"frames: peak RSS of {'one shard build' if building else 'decode_frames'}, "
+            f"{frames}-frame video, {'480x640' if size == 'box' else 'full size'} "
+            "(fresh process, VmHWM)",
+            f"{mib:.0f} MiB",
+            f"{result['frames']} frames built; {result['base_kib'] / 1024:.0f} MiB before it"
+            if building else f"{result['frames']} frames decoded",
             f"{mib / first_mib:.2f}x the {first_frames}-frame video's",
             f"< {RSS_LIMIT_MIB} MiB", yes(mib < RSS_LIMIT_MIB),
         ))  # fmt: skip
+    rows.append(cost_row(full_run_cost(speed["build box"])))
     return rows
+
+
+def full_run_cost(builds: list[dict[str, Any]]) -> dict[str, float]:
+    """What building Objectron's annotated frames at stride 1 and 480x640 would cost, from the
+    measured builds: CPU per frame (median) x frames = core-hours; mean JPEG + JSON bytes per
+    sample x frames = the samples' bytes (the tar adds 2-3 headers and padding per sample,
+    so the tar's bytes per frame are given too)."""
+    from benchmarks.common import median
+
+    frames = OBJECTRON_ANNOTATED_FRAMES
+    cpu_per_frame = median([b["cpu_seconds"] / b["frames"] for b in builds])
+    member_bytes = median([(b["jpeg_bytes"] + b["json_bytes"]) / b["frames"] for b in builds])
+    return {
+        "frames": frames,
+        "cpu_ms_per_frame": cpu_per_frame * 1000,
+        "core_hours": cpu_per_frame * frames / 3600,
+        "jpeg_bytes_per_frame": median([b["jpeg_bytes"] / b["frames"] for b in builds]),
+        "json_bytes_per_frame": median([b["json_bytes"] / b["frames"] for b in builds]),
+        "member_bytes_per_frame": member_bytes,
+        "tar_bytes_per_frame": median([b["bytes"] / b["frames"] for b in builds]),
+        "total_bytes": member_bytes * frames,
+    }
+
+
+def cost_row(cost: dict[str, float]) -> Row:
+    from benchmarks.harness import Row
+
+    return Row(
+        "FB cost", f"a full frames run: Objectron's ~{cost['frames'] / 1e6:.0f}M annotated "
+        "frames at stride 1, 480x640, q 90 (from the FB 480x640 builds)",
+        f"{cost['core_hours']:.1f} core-hours, {cost['total_bytes'] / 1e9:.0f} GB",
+        f"{cost['cpu_ms_per_frame']:.1f} ms CPU/frame; {cost['jpeg_bytes_per_frame'] / 1e3:.1f} "
+        f"kB JPEG + {cost['json_bytes_per_frame'] / 1e3:.1f} kB JSON per sample "
+        f"({cost['tar_bytes_per_frame'] / 1e3:.1f} kB of tar)",
+        "(synthetic video content)", "report", "",
+    )  # fmt: skip
 
 
 def rows(bench: Bench) -> None:
@@ -311,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         video, out, frames, size = argv[1:5]
         print(json.dumps(child(video, out, int(frames), size)))
+        return 0
+    if argv[:1] == ["--child-build"]:
+        source, out, size = argv[1:4]
+        print(json.dumps(child_build(source, out, size)))
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

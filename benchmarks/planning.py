@@ -1,10 +1,16 @@
 """Row 5: planning time at full scale: parse a `gsutil ls -a -l -r` listing of 20,088 video
-folders (~210,000 lines), assemble the samples and plan the shards (the specs timed apart)."""
+folders (~210,000 lines), assemble the samples and plan the shards (the specs timed apart).
+Row 5f: the same listing planned as `objectron-to-frames` plans it: its 14,584 annotated videos
+(only_with_anno) into shards of 10 videos, and a frame spec (FrameOptions) with its digest for
+every shard, all timed."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,7 @@ from tasks.listing import parse_listing_file, resolve_listed_names
 from tasks.objectron.sample_data import index_files
 from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, parse_split_index
-from tasks.specs import make_spec
+from tasks.specs import SPEC_FORMAT, FrameOptions, MemberSpec, ShardSpec, make_spec
 from tasks.storage import LocalStorage
 
 
@@ -36,6 +42,95 @@ def rows(bench: Bench) -> None:
         f"assemble {parts['assemble']:.2f}, plan {parts['plan']:.2f} s",
         f"(+ specs {parts['specs']:.2f} s)", "< 2 s", yes(total < 2),
     ))  # fmt: skip
+
+
+# flows/frames.py's defaults: 10 videos per shard, every frame, 480x640, quality 90, seed 0.
+FRAME_VIDEOS_PER_SHARD = 10
+FRAME_OPTIONS = FrameOptions(stride=1, image_size="480x640", jpeg_quality=90, shuffle_seed=0)
+FRAMES_TARGET_SECONDS = 5
+MEMBER_FIELDS = tuple(f.name for f in fields(MemberSpec))
+
+
+def frame_rows(bench: Bench) -> None:
+    """Row 5f: the frames flow's planning of the same full-scale listing."""
+    c = bench.config
+    timings = [
+        run_forked(time_frame_planning, c.listing_videos, c.listing_lines) for _ in range(c.reps)
+    ]
+    bench.raw["planning_frames"] = timings
+    parts = {
+        k: median([t[k] for t in timings])
+        for k in ("total", "parse", "resolve", "assemble", "plan", "specs", "digests_shallow")
+    }
+    first = timings[0]
+    bench.log(f"Frame planning: {first['samples']:,} annotated videos, {first['shards']:,} "
+              f"shards: {parts}")  # fmt: skip
+    bench.rows.append(Row(
+        "5f", f"frames planning: parse {first['lines']:,}-line listing + assemble "
+        f"{first['samples']:,} annotated videos (only_with_anno) + plan {first['shards']:,} "
+        f"shards of {FRAME_VIDEOS_PER_SHARD} + {first['digests']:,} frame specs and digests",
+        f"{parts['total']:.2f} s", f"parse {parts['parse']:.2f}, resolve {parts['resolve']:.2f}, "
+        f"assemble {parts['assemble']:.2f}, plan {parts['plan']:.2f}, specs {parts['specs']:.2f} s",
+        f"{min(t['total'] for t in timings):.2f}-{max(t['total'] for t in timings):.2f} s "
+        f"in {len(timings)} runs; prototype: the same digests without asdict "
+        f"{parts['digests_shallow']:.2f} s",
+        f"< {FRAMES_TARGET_SECONDS} s", yes(parts["total"] < FRAMES_TARGET_SECONDS),
+    ))  # fmt: skip
+
+
+def time_frame_planning(videos: int, lines: int) -> dict[str, Any]:
+    """In a forked child: as time_planning, then the frames flow's assemble, plan and specs."""
+    text, counts = synthetic_listing(videos, lines)
+    empty = LocalStorage(Path(tempfile.gettempdir()) / "objectron-wds-bench-no-such-folder")
+    t0 = time.perf_counter()
+    listed = parse_listing_file(text, "gs://objectron")
+    t1 = time.perf_counter()
+    objects = resolve_listed_names(empty, listed)
+    t2 = time.perf_counter()
+    splits = parse_split_index({f"v1/index/{name}": data for name, data in index_files().items()})
+    assembly = assemble_samples(objects, splits, only_with_anno=True)
+    t3 = time.perf_counter()
+    plans = plan_shards(assembly.samples, shard_size=FRAME_VIDEOS_PER_SHARD, series="frames")
+    t4 = time.perf_counter()
+    specs = [make_spec(plan, "gs://objectron", frames=FRAME_OPTIONS) for plan in plans]
+    digests = {spec.digest for spec in specs}
+    t5 = time.perf_counter()
+    fast = {hashlib.sha256(spec_json_shallow(spec)).hexdigest() for spec in specs}
+    t6 = time.perf_counter()
+    if fast != digests:
+        raise AssertionError("spec_json_shallow does not give ShardSpec.to_json's bytes")
+    return {
+        "lines": counts["lines"],
+        "samples": len(assembly.samples),
+        "shards": len(plans),
+        "digests": len(digests),
+        "parse": t1 - t0,
+        "resolve": t2 - t1,
+        "assemble": t3 - t2,
+        "plan": t4 - t3,
+        "specs": t5 - t4,
+        "total": t5 - t0,
+        "digests_shallow": t6 - t5,
+    }
+
+
+def spec_json_shallow(spec: ShardSpec) -> bytes:
+    """Prototype (row 5f's note): ShardSpec.to_json's bytes without dataclasses.asdict, which
+    deep-copies every field of every member (most of the specs' time at full scale); the
+    members' fields are plain strings and ints, so a shallow dict is the same document."""
+    document: dict[str, Any] = {
+        "format": SPEC_FORMAT,
+        "shard": spec.shard,
+        "source_url": spec.source_url,
+        "samples": spec.samples,
+        "members": [
+            {k: v for k in MEMBER_FIELDS if (v := getattr(member, k)) is not None}
+            for member in spec.members
+        ],
+    }
+    if spec.frames is not None:
+        document["frames"] = {f.name: getattr(spec.frames, f.name) for f in fields(spec.frames)}
+    return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 def time_planning(videos: int, lines: int) -> dict[str, Any]:

@@ -16,15 +16,19 @@ Rows, one module per measure (see README.md for what each compares and why):
                        reading each member into memory (speed and peak RSS); vs the
                        reference-style shell pipeline (curl to files, tar | curl upload)
   memory.py (4)        peak RSS of one shard build with a 10 MB, 200 MB and 1 GB member
-  planning.py (5)      planning time for a full-scale listing file (20,088 videos, ~210,000 lines)
+  planning.py (5, 5f)  planning time for a full-scale listing file (20,088 videos, ~210,000 lines),
+                       as convert plans it (5) and as the frames flow does (5f: its 14,584
+                       annotated videos, 10 per shard, frame specs); `--only planning-frames`
   overhead.py (6)      orchestration overhead per shard task (Prefect flow vs the same work
                        without Prefect)
   scaling.py (7)       build throughput at concurrency 1, 2, 4, 8 on fake-gcs-server (CPU use)
-  frames.py (F)        frames: decode_frames vs the ffmpeg command line at 480x640 and full
-                       size, and its peak RSS on a 30- and a 1000-frame video (also a script
-                       of its own: `benchmarks/frames.py [--quick]`)
+  frames.py (F, FB)    frames: decode_frames (F) and the frame shard build with labels and
+                       tar (FB) vs the ffmpeg command line at 480x640 and full size, their
+                       peak RSS on a 30- and a 1000-frame video, and what a full frames run
+                       costs (also a script of its own: `benchmarks/frames.py [--quick]`)
 
-`--only` takes the measures' names: throughput,memory,planning,overhead,scaling,frames.
+`--only` takes the measures' names:
+throughput,memory,planning,planning-frames,overhead,scaling,frames.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ MEASURES: dict[str, Callable[[Bench], None]] = {
     "throughput": throughput.rows,
     "memory": memory.rows,
     "planning": planning.rows,
+    "planning-frames": planning.frame_rows,
     "overhead": overhead.rows,
     "scaling": scaling.rows,
     "frames": frames.rows,

@@ -43,7 +43,7 @@ def test_benchmark_script_smoke(prefect_server: str, tmp_path: Path) -> None:
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     rows = [[cell.strip() for cell in CELL.split(line.strip()[1:-1])] for line in table]
     keys = {row[0] for row in rows[1:]}  # rows[0] is the header
-    expected = {"1a", "1b", "1c", "1d", "2", "2n", "2nx", "2nf", "2f", "3", "3l", "3s", "5"}
+    expected = {"1a", "1b", "1c", "1d", "2", "2n", "2nx", "2nf", "2f", "3", "3l", "3s", "5", "5f"}
     expected |= {"4 1 MB", "4 3 MB"}
     expected |= {"6 c=2", "7 c=1", "7 c=2"}
     assert expected <= keys, f"rows missing: {sorted(expected - keys)}\n{result.stdout}"
@@ -56,8 +56,9 @@ def test_benchmark_script_smoke(prefect_server: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_frames_benchmark_quick(tmp_path: Path) -> None:
-    """benchmarks/frames.py --quick: makes its videos, runs ffmpeg and decode_frames side by
-    side and prints every row (no timing asserted; the RSS rows are whole numbers of MiB)."""
+    """benchmarks/frames.py --quick: makes its videos and source folders, runs ffmpeg,
+    decode_frames and the frame shard build side by side and prints every row (no timing
+    asserted; the RSS rows are whole numbers of MiB; the build wrote every frame)."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "frames.py"), "--quick",
          "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "frames.json")],
@@ -67,13 +68,19 @@ def test_frames_benchmark_quick(tmp_path: Path) -> None:
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     rows = {row[0]: row for row in ([c.strip() for c in CELL.split(line.strip()[1:-1])]
                                     for line in table[1:])}  # fmt: skip
-    expected = {"F 480x640", "F full"} | {
-        f"F rss {n} {s}" for n in (10, 40) for s in ("box", "full")
+    expected = {"F 480x640", "F full", "FB 480x640", "FB full", "FB cost"} | {
+        f"{p} rss {n} {s}" for p in ("F", "FB") for n in (10, 40) for s in ("box", "full")
     }
     assert expected <= set(rows), f"rows missing: {sorted(expected - set(rows))}\n{result.stdout}"
-    assert "480x640" in rows["F 480x640"][2]  # the quick video's 360x480 is scaled up to the box
-    assert "360x480" in rows["F full"][2]  # upright: stored 480x360 with a 90-degree matrix
+    for prefix in ("F", "FB"):
+        assert "480x640" in rows[f"{prefix} 480x640"][2]  # the quick 360x480 scaled up to the box
+        assert "360x480" in rows[f"{prefix} full"][2]  # upright: stored 480x360, 90-degree matrix
+    for n in (10, 40):  # the build decoded and wrote every frame of the video
+        assert rows[f"FB rss {n} box"][3].startswith(f"{n} frames built"), rows[f"FB rss {n} box"]
+    assert re.search(r"[\d.]+ core-hours, \d+ GB", rows["FB cost"][2]), rows["FB cost"]
     for key in expected:  # every cell up to the target filled, as run.py's table wants
         assert len(rows[key]) == 7 and all(rows[key][:6]), rows[key]
+        if key == "FB cost":
+            continue
         assert re.fullmatch(r"\d+ MiB", rows[key][2]) or "frames/s" in rows[key][2], rows[key]
     assert (tmp_path / "frames.json").exists()
