@@ -6,11 +6,8 @@ every shard, all timed."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ from tasks.listing import parse_listing_file, resolve_listed_names
 from tasks.objectron.sample_data import index_files
 from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, parse_split_index
-from tasks.specs import SPEC_FORMAT, FrameOptions, MemberSpec, ShardSpec, make_spec
+from tasks.specs import FrameOptions, make_spec
 from tasks.storage import LocalStorage
 
 
@@ -48,7 +45,6 @@ def rows(bench: Bench) -> None:
 FRAME_VIDEOS_PER_SHARD = 10
 FRAME_OPTIONS = FrameOptions(stride=1, image_size="480x640", jpeg_quality=90, shuffle_seed=0)
 FRAMES_TARGET_SECONDS = 5
-MEMBER_FIELDS = tuple(f.name for f in fields(MemberSpec))
 
 
 def frame_rows(bench: Bench) -> None:
@@ -60,7 +56,7 @@ def frame_rows(bench: Bench) -> None:
     bench.raw["planning_frames"] = timings
     parts = {
         k: median([t[k] for t in timings])
-        for k in ("total", "parse", "resolve", "assemble", "plan", "specs", "digests_shallow")
+        for k in ("total", "parse", "resolve", "assemble", "plan", "specs")
     }
     first = timings[0]
     bench.log(f"Frame planning: {first['samples']:,} annotated videos, {first['shards']:,} "
@@ -72,8 +68,7 @@ def frame_rows(bench: Bench) -> None:
         f"{parts['total']:.2f} s", f"parse {parts['parse']:.2f}, resolve {parts['resolve']:.2f}, "
         f"assemble {parts['assemble']:.2f}, plan {parts['plan']:.2f}, specs {parts['specs']:.2f} s",
         f"{min(t['total'] for t in timings):.2f}-{max(t['total'] for t in timings):.2f} s "
-        f"in {len(timings)} runs; prototype: the same digests without asdict "
-        f"{parts['digests_shallow']:.2f} s",
+        f"in {len(timings)} runs",
         f"< {FRAMES_TARGET_SECONDS} s", yes(parts["total"] < FRAMES_TARGET_SECONDS),
     ))  # fmt: skip
 
@@ -95,10 +90,6 @@ def time_frame_planning(videos: int, lines: int) -> dict[str, Any]:
     specs = [make_spec(plan, "gs://objectron", frames=FRAME_OPTIONS) for plan in plans]
     digests = {spec.digest for spec in specs}
     t5 = time.perf_counter()
-    fast = {hashlib.sha256(spec_json_shallow(spec)).hexdigest() for spec in specs}
-    t6 = time.perf_counter()
-    if fast != digests:
-        raise AssertionError("spec_json_shallow does not give ShardSpec.to_json's bytes")
     return {
         "lines": counts["lines"],
         "samples": len(assembly.samples),
@@ -110,27 +101,7 @@ def time_frame_planning(videos: int, lines: int) -> dict[str, Any]:
         "plan": t4 - t3,
         "specs": t5 - t4,
         "total": t5 - t0,
-        "digests_shallow": t6 - t5,
     }
-
-
-def spec_json_shallow(spec: ShardSpec) -> bytes:
-    """Prototype (row 5f's note): ShardSpec.to_json's bytes without dataclasses.asdict, which
-    deep-copies every field of every member (most of the specs' time at full scale); the
-    members' fields are plain strings and ints, so a shallow dict is the same document."""
-    document: dict[str, Any] = {
-        "format": SPEC_FORMAT,
-        "shard": spec.shard,
-        "source_url": spec.source_url,
-        "samples": spec.samples,
-        "members": [
-            {k: v for k in MEMBER_FIELDS if (v := getattr(member, k)) is not None}
-            for member in spec.members
-        ],
-    }
-    if spec.frames is not None:
-        document["frames"] = {f.name: getattr(spec.frames, f.name) for f in fields(spec.frames)}
-    return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 def time_planning(videos: int, lines: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
@@ -66,6 +66,9 @@ class MemberSpec:
         return self.name[len(self.key) + 1 :]
 
 
+_MEMBER_FIELDS = tuple(f.name for f in fields(MemberSpec))
+
+
 @dataclass(frozen=True)
 class FrameOptions:
     """How a frame shard is made from its videos (`objectron-wds frames`). Part of the spec, so
@@ -103,8 +106,11 @@ class ShardSpec:
             "shard": self.shard,
             "source_url": self.source_url,
             "samples": self.samples,
+            # Shallow dicts, not dataclasses.asdict: the fields are plain strings and ints, and
+            # asdict's deep copies were most of the time of planning 14,584 videos
+            # (benchmarks/RESULTS.md, row 5f). The bytes, and so the digests, are the same.
             "members": [
-                {k: v for k, v in asdict(member).items() if v is not None}
+                {k: v for k in _MEMBER_FIELDS if (v := getattr(member, k)) is not None}
                 for member in self.members
             ],
         }

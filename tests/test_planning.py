@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from tasks.planning import plan_shards, shard_name
@@ -62,3 +66,42 @@ def test_max_shards_takes_the_first_shards_of_the_full_plan() -> None:
 def test_bad_parameters_are_refused(shard_size: int, max_shards: int | None, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         plan_shards(samples(3), shard_size=shard_size, max_shards=max_shards)
+
+
+def test_spec_bytes_are_those_of_the_first_spec_format() -> None:
+    """Existing destinations hold specs and shards whose digests were made from
+    `dataclasses.asdict` of each member (minus empty fields), and no `frames` key for video
+    shards: the spec's bytes, hence its digest, must stay exactly those; frame specs add only
+    their options."""
+    import json
+    from dataclasses import asdict, replace
+
+    from tasks.objectron.sample_data import write_sample_dataset
+    from tasks.samples import assemble_samples, parse_split_index
+    from tasks.specs import FrameOptions, make_spec
+    from tasks.storage import LocalStorage
+
+    storage = LocalStorage(Path(tempfile.mkdtemp()))
+    write_sample_dataset(storage, videos=6, seed=3, video_bytes=1024)
+    objects = list(storage.list())
+    splits = parse_split_index({o.name: storage.read_bytes(o.name) for o in objects
+                                if o.name.startswith("v1/index/")})  # fmt: skip
+    samples = assemble_samples(objects, splits, only_with_anno=False).samples
+    (plan,) = plan_shards(samples, shard_size=len(samples))
+    spec = make_spec(plan, str(storage.url))
+
+    def first_format(spec: Any) -> bytes:
+        document = {
+            "format": "objectron-wds-spec-v1", "shard": spec.shard,
+            "source_url": spec.source_url, "samples": spec.samples,
+            "members": [{k: v for k, v in asdict(m).items() if v is not None}
+                        for m in spec.members],
+        }  # fmt: skip
+        return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+    assert any(m.decoded_from for m in spec.members) and any(m.text for m in spec.members)
+    assert spec.to_json() == first_format(spec)
+    options = FrameOptions(stride=2, image_size="480x640", jpeg_quality=90, shuffle_seed=0)
+    framed = json.loads(replace(spec, frames=options).to_json())
+    assert framed.pop("frames") == asdict(options)
+    assert framed == json.loads(first_format(spec))
