@@ -329,7 +329,7 @@ def _frames_rows(summary: dict[str, Any], started: float) -> list[tuple[str, str
         ("reported videos", f"{len(reported)}: {shown}{more}" if reported else "none"),
         ("bytes", f"{summary['tar_bytes']:,} ({human_bytes(summary['tar_bytes'])})"),
         ("shard index", str(summary["index"])),
-        ("preview", str(summary["preview"])),
+        ("preview", str(summary["preview"] or "none (no shard holds samples)")),
         ("time", human_seconds(time.monotonic() - started)),
     ]  # fmt: skip
 

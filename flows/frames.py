@@ -181,7 +181,10 @@ def objectron_to_frames(
             f"run again to resume): " + "; ".join(failures[:5])
         )
     summary["index"] = write_index(dest, series, stats)
-    summary["preview"] = write_preview(dest, f"{plans[0].name}.tar", f"{series}-preview.jpg")
+    # The first shard of the plan that holds samples (its videos may all have been reported).
+    with_samples = sorted(s.shard for s in stats if s.samples > 0)
+    if with_samples:
+        summary["preview"] = write_preview(dest, with_samples[0], f"{series}-preview.jpg")
     _publish_summary(summary, failures)
     logger.info(
         "Done: %d shards (%d built, %d already there), %d frame samples from %d videos "

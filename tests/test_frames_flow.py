@@ -245,6 +245,12 @@ def test_a_shard_whose_videos_are_all_reported_is_complete_and_empty(
     base = Path(empty[0]).name.removesuffix(".tar")
     verdict = verify_shard(storage, read_spec(storage, base), load_stats(storage, base))
     assert verdict.status == STATUS_OK and verdict.samples == 0, verdict.problems
+    # The preview comes from the first shard holding samples; with none, there is none.
+    if len(empty) == len(tars):
+        assert summary["preview"] is None
+        assert not (tmp_path / "objectron-frames-preview.jpg").exists()
+    else:
+        assert summary["preview"] is not None
 
 
 def test_readme_frames_example_reads_and_batches(
