@@ -425,14 +425,26 @@ def test_cloud_run_and_kubernetes_pools_from_the_job_templates(stack: Stack) -> 
         cloud_run = client.read_work_pool("objectron-wds-cloud-run")
         defaults = cloud_run.base_job_template["variables"]["properties"]
         assert (defaults["memory"]["default"], defaults["timeout"]["default"]) == ("4Gi", 86400)
-        remote = {d.name: d for d in client.read_deployments() if d.work_pool_name in pools}
-    assert set(remote) == {"cloud-run", "cloud-run-nightly", "kubernetes"}
-    for deployment in remote.values():
+        flow_names = {f.id: f.name for f in client.read_flows()}
+        remote = {
+            f"{flow_names[d.flow_id]}/{d.name}": d
+            for d in client.read_deployments()
+            if d.work_pool_name in pools
+        }
+    assert set(remote) == {
+        "objectron-to-wds/cloud-run",
+        "objectron-to-wds/cloud-run-nightly",
+        "objectron-to-wds/kubernetes",
+        "objectron-to-frames/cloud-run",
+        "objectron-to-frames/kubernetes",
+    }
+    for key, deployment in remote.items():
         assert deployment.job_variables["image"] == image
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/objectron-wds"}}
         ]
-        assert deployment.parameters["dest"] == MANUAL_DEST
+        frames = key.startswith("objectron-to-frames/")
+        assert deployment.parameters["dest"] == (FRAMES_DEST if frames else MANUAL_DEST)
         assert deployment.job_variables["env"]["OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"] == (
             GCP_CREDENTIALS_BLOCK
         )
