@@ -51,7 +51,7 @@ def frame_rows(bench: Bench) -> None:
     """Row 5f: the frames flow's planning of the same full-scale listing."""
     c = bench.config
     timings = [
-        run_forked(time_frame_planning, c.listing_videos, c.listing_lines) for _ in range(c.reps)
+        run_forked(time_planning, c.listing_videos, c.listing_lines, True) for _ in range(c.reps)
     ]
     bench.raw["planning_frames"] = timings
     parts = {
@@ -73,39 +73,9 @@ def frame_rows(bench: Bench) -> None:
     ))  # fmt: skip
 
 
-def time_frame_planning(videos: int, lines: int) -> dict[str, Any]:
-    """In a forked child: as time_planning, then the frames flow's assemble, plan and specs."""
-    text, counts = synthetic_listing(videos, lines)
-    empty = LocalStorage(Path(tempfile.gettempdir()) / "objectron-wds-bench-no-such-folder")
-    t0 = time.perf_counter()
-    listed = parse_listing_file(text, "gs://objectron")
-    t1 = time.perf_counter()
-    objects = resolve_listed_names(empty, listed)
-    t2 = time.perf_counter()
-    splits = parse_split_index({f"v1/index/{name}": data for name, data in index_files().items()})
-    assembly = assemble_samples(objects, splits, only_with_anno=True)
-    t3 = time.perf_counter()
-    plans = plan_shards(assembly.samples, shard_size=FRAME_VIDEOS_PER_SHARD, series="frames")
-    t4 = time.perf_counter()
-    specs = [make_spec(plan, "gs://objectron", frames=FRAME_OPTIONS) for plan in plans]
-    digests = {spec.digest for spec in specs}
-    t5 = time.perf_counter()
-    return {
-        "lines": counts["lines"],
-        "samples": len(assembly.samples),
-        "shards": len(plans),
-        "digests": len(digests),
-        "parse": t1 - t0,
-        "resolve": t2 - t1,
-        "assemble": t3 - t2,
-        "plan": t4 - t3,
-        "specs": t5 - t4,
-        "total": t5 - t0,
-    }
-
-
-def time_planning(videos: int, lines: int) -> dict[str, Any]:
-    """In a forked child: the listing text is made first (not timed)."""
+def time_planning(videos: int, lines: int, frames: bool = False) -> dict[str, Any]:
+    """In a forked child: the listing text is made first (not timed). `frames`: as the frames
+    flow plans (annotated videos only, FRAME_VIDEOS_PER_SHARD to a shard, frame specs)."""
     text, counts = synthetic_listing(videos, lines)
     empty = LocalStorage(Path(tempfile.gettempdir()) / "objectron-wds-bench-no-such-folder")
     t0 = time.perf_counter()
@@ -114,11 +84,15 @@ def time_planning(videos: int, lines: int) -> dict[str, Any]:
     objects = resolve_listed_names(empty, listed)  # the listing has sizes + generations: no stat
     t2 = time.perf_counter()
     splits = parse_split_index({f"v1/index/{name}": data for name, data in index_files().items()})
-    assembly = assemble_samples(objects, splits)
+    assembly = assemble_samples(objects, splits, only_with_anno=frames)
     t3 = time.perf_counter()
-    plans = plan_shards(assembly.samples, shard_size=3)
+    if frames:
+        plans = plan_shards(assembly.samples, shard_size=FRAME_VIDEOS_PER_SHARD, series="frames")
+    else:
+        plans = plan_shards(assembly.samples, shard_size=3)
     t4 = time.perf_counter()
-    specs = [make_spec(plan, "gs://objectron") for plan in plans]
+    options = FRAME_OPTIONS if frames else None
+    specs = [make_spec(plan, "gs://objectron", frames=options) for plan in plans]
     digests = [spec.digest for spec in specs]
     t5 = time.perf_counter()
     return {
@@ -134,4 +108,5 @@ def time_planning(videos: int, lines: int) -> dict[str, Any]:
         "plan": t4 - t3,
         "plan_total": t4 - t0,
         "specs": t5 - t4,
+        "total": t5 - t0,
     }
