@@ -91,12 +91,18 @@ COUNTER_HEIGHT = 1 / 16
 # The part of the upright picture that every 2D keypoint of `sample_values` lies in, as
 # (x_min, y_min, x_max, y_max), normalized: clear of the counter and the digits below it.
 KEYPOINT_AREA = (0.05, 0.2, 0.95, 0.95)
-# Fixed encoder settings: one thread makes x264 deterministic.
+# Fixed encoder settings. One thread keeps x264's decisions in order; `no-asm` keeps them off
+# the heap: with its AVX-512 routines (the CPUs here have them) the bytes of a video depended on
+# what the process had allocated before, so the same video came out a few bytes different in
+# 1 to 3 of 40 videos between two passes in one process, and under load between two runs (a
+# flaky test). x264's C routines are bit-exact with its assembly, identical on every CPU, and
+# cost about 1.8x the encoding time (a 30-frame 1440x1920 video: 3.3 s instead of 1.9 s).
 X264_OPTIONS: tuple[tuple[str, str], ...] = (
     ("threads", "1"),
     ("preset", "veryfast"),
     ("crf", "18"),
     ("g", "30"),
+    ("x264-params", "no-asm=1"),
 )
 # Objects are written by this many threads: on GCS each object is one or two round trips, and
 # those (not CPU) dominate the run time.
