@@ -1,26 +1,102 @@
 """Building every shard of a plan whose specs are written: the part of a flow that `convert`
-and `frames` share (the build task, its cache and concurrency limit, progress and the table)."""
+and `frames` share (the build task, its cache and concurrency limit, claims, progress and the
+table).
+
+Runs of one plan on one destination share the work: before submitting a build, the flow claims
+the shard (tasks/claims.py). A shard claimed by another live run is put aside, and the run goes
+on with the next one; once nothing unclaimed is left, it comes back to the shards put aside,
+confirming each that the other run committed and taking over each whose claim died. So N runs
+divide the plan between them, and each ends only when the whole plan is complete.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass, replace
 
 from prefect import get_run_logger
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 
 from flows.artifacts import RunReport
 from flows.backpressure import ServerBackPressure
-from flows.bounded import run_bounded
-from tasks.build import STATUS_CACHED, build
+from tasks.build import STATUS_CACHED, build, run_owner
+from tasks.claims import POLL_SECONDS, Claim, HeldClaim, release, try_claim
 from tasks.policy import existing_tag_limit
 from tasks.specs import SpecUpload
 from tasks.stats import ShardStats
+from tasks.storage import Storage, open_storage
 
 
 @dataclass(frozen=True)
 class BuildOutcome:
     stats: list[ShardStats]  # of the shards built or found complete, in completion order
     failures: list[str]  # "SHARD: Error: message" of each shard that could not be built
+
+
+@dataclass(frozen=True)
+class _Next:
+    """A shard ready to submit: claimed by this run, or found complete (no claim needed)."""
+
+    shard: str
+    digest: str
+    held: HeldClaim | None
+
+
+class _SharedPlan:
+    """Which shard this run builds next: unclaimed ones in plan order, then the ones other runs
+    held, as each is committed or its claim dies."""
+
+    def __init__(self, dest: Storage, digests: dict[str, str], present: set[str]) -> None:
+        self.dest = dest
+        self.fresh = deque(digests.items())
+        self.present = present
+        self.put_aside: dict[str, str] = {}
+        self.owner = run_owner()
+        self.log = get_run_logger().info
+        self._said_waiting = 0.0
+
+    def remaining(self) -> bool:
+        return bool(self.fresh or self.put_aside)
+
+    def take(self) -> _Next | None:
+        """The next shard to submit, or None when every shard left is held by another run."""
+        while self.fresh:
+            shard, digest = self.fresh.popleft()
+            ready = self._ready(shard, digest)
+            if ready is not None:
+                return ready
+        for shard, digest in list(self.put_aside.items()):
+            ready = self._ready(shard, digest, again=True)
+            if ready is not None:
+                del self.put_aside[shard]
+                return ready
+        if self.put_aside and time.monotonic() - self._said_waiting > 60:
+            self._said_waiting = time.monotonic()
+            names = sorted(self.put_aside)
+            self.log(
+                f"Waiting for {len(names)} shard(s) being built by other runs: "
+                + ", ".join(names[:5])
+                + (" ..." if len(names) > 5 else "")
+            )
+        return None
+
+    def _ready(self, shard: str, digest: str, *, again: bool = False) -> _Next | None:
+        if shard in self.present or self.dest.exists(shard):
+            return _Next(shard, digest, None)
+        attempt = try_claim(self.dest, shard, owner=self.owner, log=self.log)
+        if isinstance(attempt, HeldClaim):
+            return _Next(shard, digest, attempt)
+        if not again:
+            self._put_aside(shard, digest, attempt)
+        return None
+
+    def _put_aside(self, shard: str, digest: str, holder: Claim) -> None:
+        self.put_aside[shard] = digest
+        self.log(
+            f"{shard}: already being built by {holder.describe()}; building other shards "
+            "first, then coming back to it"
+        )
 
 
 def build_planned_shards(
@@ -35,10 +111,11 @@ def build_planned_shards(
     chunk_size_mib: int,
     frames: bool = False,
 ) -> BuildOutcome:
-    """Build (or confirm) every shard in `specs`, at most `concurrency` at a time, publishing
-    progress and the shard table as artifacts."""
+    """Build (or confirm) every shard in `specs`, at most `concurrency` at a time, sharing the
+    plan with any other run building it, publishing progress and the shard table as
+    artifacts."""
     logger = get_run_logger()
-    existing = set(specs.existing_shards)
+    plan = _SharedPlan(open_storage(dest), dict(specs.digests), set(specs.existing_shards))
     limit_tag = existing_tag_limit(concurrency_limit)
     report = RunReport(len(specs.digests), description, frames=frames)
 
@@ -49,29 +126,60 @@ def build_planned_shards(
     build_missing = build.with_options(tags=tags, refresh_cache=True)
     stats: list[ShardStats] = []
     failures: list[str] = []
+    in_flight: dict[PrefectFuture[ShardStats], _Next] = {}
+    pressure = ServerBackPressure("build ")
 
-    def collect(shard: str, future: PrefectFuture[ShardStats]) -> None:
+    def collect(future: PrefectFuture[ShardStats]) -> None:
+        pressure.finished()
+        item = in_flight.pop(future)
         try:
             result = future.result()
         except Exception as exc:
-            failures.append(f"{shard}: {type(exc).__name__}: {exc}")
-            report.shard_failed(shard, f"{type(exc).__name__}: {exc}")
+            failures.append(f"{item.shard}: {type(exc).__name__}: {exc}")
+            report.shard_failed(item.shard, f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            if item.held is not None:
+                release(item.held)
         if future.state.name == "Cached":
             # The record is from the run that built it; this run did not build it again.
             result = replace(result, status=STATUS_CACHED, seconds=0.0)
-            logger.info("%s: already exists (cached result of the run that built it)", shard)
+            logger.info("%s: already exists (cached result of the run that built it)", item.shard)
         stats.append(result)
         report.shard_finished(result)
 
-    def submit(shard: str, digest: str) -> PrefectFuture[ShardStats]:
-        task = build_present if shard in existing else build_missing
-        return task.submit(source, dest, shard, digest, overwrite, chunk_size_mib)
+    def submit(item: _Next) -> None:
+        pressure.before_submit()
+        if item.held is None:
+            future = build_present.submit(
+                source, dest, item.shard, item.digest, overwrite, chunk_size_mib
+            )
+        else:
+            future = build_missing.submit(
+                source, dest, item.shard, item.digest, overwrite, chunk_size_mib, claimed=True
+            )
+        in_flight[future] = item
 
-    pressure = ServerBackPressure("build ")
-    run_bounded(
-        submit, [(s, (s, d)) for s, d in specs.digests.items()], concurrency, collect, pressure
-    )
+    try:
+        while plan.remaining() or in_flight:
+            while len(in_flight) >= concurrency:
+                collect(next(as_completed(list(in_flight))))
+            item = plan.take() if plan.remaining() else None
+            if item is not None:
+                submit(item)
+                continue
+            # Nothing to submit now: wait for a build of ours, or a while for other runs'.
+            try:
+                if in_flight:
+                    collect(next(as_completed(list(in_flight), timeout=POLL_SECONDS)))
+                else:
+                    time.sleep(POLL_SECONDS)
+            except TimeoutError:
+                pass
+    finally:
+        for item in in_flight.values():  # only when interrupted: release what is left
+            if item.held is not None:
+                release(item.held)
     if pressure.waited_seconds >= 1:
         logger.info("Waited %.0f s for the Prefect server to record runs", pressure.waited_seconds)
     report.publish_table()

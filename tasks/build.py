@@ -22,7 +22,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
 
-from tasks.claims import DEFAULT_LEASE_SECONDS, hold_claim
+from tasks.claims import hold_claim
 from tasks.objectron.decode import DecodeError
 from tasks.objectron.decode_pool import DecodeKind, PendingDecode
 from tasks.policy import RETRY_POLICY, redact_errors
@@ -177,12 +177,14 @@ def build_shard(
     overwrite: bool = False,
     log: Callable[[str], None] = lambda message: None,
     owner: str = "objectron-wds",
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    lease_seconds: float | None = None,
+    claimed: bool = False,
 ) -> ShardStats:
     """Build one shard at `dest` from its spec, or confirm it is there already.
 
-    A claim (see tasks/claims.py) keeps concurrent runs from building the same shard twice;
-    `owner` names this run in it.
+    A claim (see tasks/claims.py) keeps concurrent runs from building the same shard twice:
+    `claimed` says the caller holds it (the flow claims each shard before it submits the
+    build); otherwise this takes it, `owner` naming this run, waiting while another holds it.
 
     Raises:
         ShardConflict: an object at the shard's name has another (or no) spec digest and
@@ -206,6 +208,8 @@ def build_shard(
         dest.delete(files.tar)
         dest.delete(files.stats)
 
+    if claimed:
+        return _write_shard(source, dest, spec, digest, log)
     with hold_claim(
         dest,
         files.tar,
@@ -322,8 +326,12 @@ def build(
     spec_digest: str,
     overwrite: bool = False,
     chunk_size_mib: int = 16,
+    claimed: bool = False,
 ) -> ShardStats:
     """Stream one shard's members from the source into a tar at the destination.
+
+    `claimed`: the flow holds the shard's claim (and renews it) while this runs, wherever it
+    runs (a thread of the flow, or a Dask worker).
 
     Cross-run bounds come from a tag concurrency limit: the flow tags this task with the limit's
     name, and Prefect takes a slot before the task run starts and gives it back after it ends.
@@ -347,5 +355,11 @@ def build(
         spec,
         overwrite=overwrite,
         log=logger.info,
-        owner=f"flow run {prefect_flow_run.name} ({prefect_flow_run.id})",
+        owner=run_owner(),
+        claimed=claimed,
     )
+
+
+def run_owner() -> str:
+    """How a claim names the run that made it."""
+    return f"flow run {prefect_flow_run.name} ({prefect_flow_run.id})"

@@ -1,10 +1,16 @@
-"""Claims: so two runs on one destination build each shard once.
+"""Claims: which shard a builder takes next, who holds it, and when a holder is dead.
 
 Before building `NAME.tar`, a builder creates `NAME.tar.claim` (create-only: one small
-single-request write, which GCS, fake-gcs-server and local folders all refuse to repeat). A run
-that finds a live claim waits for the shard instead of building it too. A claim is dead when
-its lease expired, or when it was made on this host by a process that no longer runs (a run
-killed with SIGKILL leaves its claims behind; the next run takes them over at once).
+single-request write, which GCS, fake-gcs-server and local folders all refuse to repeat). Runs
+of one plan on one destination share it through claims: a run that finds a live claim goes on
+to the next unclaimed shard and comes back to the claimed ones at the end (`try_claim`), or,
+for a single shard, waits for it (`hold_claim`).
+
+A claim records its machine (`OBJECTRON_WDS_HOST` when set, else the host name) and process.
+It is dead when its lease expired, or when it was made on this machine by a process that no
+longer runs (a run killed with SIGKILL leaves its claims behind; the next run on that machine
+takes them over at once). The holder renews it every third of a lease, so a claim of a lost
+machine dies at most one lease (DEFAULT_LEASE_SECONDS, 60 s) after the machine did.
 
 Claims save work; correctness does not depend on them: shards are committed create-only, so a
 duplicate build (two runs taking over one dead claim at the same moment) can only lose the race
@@ -27,7 +33,11 @@ from pathlib import Path
 
 from tasks.storage import AlreadyExists, ObjectNotFound, Storage
 
-DEFAULT_LEASE_SECONDS = 300.0
+# A lost machine's shards are taken over at most a lease after it died (renewals come every
+# third of a lease, so a holder survives two missed renewals, e.g. a storage hiccup of 40 s).
+DEFAULT_LEASE_SECONDS = 60.0
+LEASE_ENV = "OBJECTRON_WDS_CLAIM_LEASE_SECONDS"
+HOST_ENV = "OBJECTRON_WDS_HOST"
 POLL_SECONDS = 1.0
 _log = logging.getLogger("objectron_wds.claims")
 
@@ -62,10 +72,30 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def this_host() -> str:
+    """The machine a claim is made on: `OBJECTRON_WDS_HOST` when set (tests set one per simulated
+    machine; on real machines the host name is right), else the host name."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
+def configured_lease_seconds() -> float:
+    """The lease of new claims: `OBJECTRON_WDS_CLAIM_LEASE_SECONDS` when set, else 60 s."""
+    text = os.environ.get(LEASE_ENV)
+    if not text:
+        return DEFAULT_LEASE_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"{LEASE_ENV} must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def is_live(claim: Claim, now: float | None = None) -> bool:
     if (now if now is not None else time.time()) > claim.expires:
         return False
-    if claim.host == socket.gethostname():
+    if claim.host == this_host():
         return _process_start(claim.pid) == claim.pid_start
     return True
 
@@ -75,7 +105,7 @@ def new_claim(owner: str, lease_seconds: float) -> Claim:
     return Claim(
         token=uuid.uuid4().hex,
         owner=owner,
-        host=socket.gethostname(),
+        host=this_host(),
         pid=pid,
         pid_start=_process_start(pid),
         expires=time.time() + lease_seconds,
@@ -86,6 +116,50 @@ def claim_name(tar_name: str) -> str:
     return f"{tar_name}.claim"
 
 
+def try_claim(
+    dest: Storage,
+    tar_name: str,
+    *,
+    owner: str,
+    log: Callable[[str], None],
+    lease_seconds: float | None = None,
+) -> HeldClaim | Claim:
+    """Claim `tar_name` for this process, taking over a dead claim, without waiting.
+
+    Returns the `HeldClaim` (renewed until `release`d), or the live `Claim` of another builder.
+    """
+    lease = lease_seconds if lease_seconds is not None else configured_lease_seconds()
+    name = claim_name(tar_name)
+    while True:
+        mine = new_claim(owner, lease)
+        try:
+            # Not durable: after a crash the claim is dead anyway (its process is gone).
+            dest.create_bytes(name, mine.to_json(), durable=False)
+            return _RENEWER.add(dest, name, mine, lease)
+        except AlreadyExists:
+            pass
+        try:
+            theirs = Claim.from_json(dest.read_bytes(name))
+        except (ObjectNotFound, ValueError, TypeError):
+            continue  # released or half-visible just now: try again
+        if is_live(theirs):
+            return theirs
+        log(f"{tar_name}: taking over the dead claim of {theirs.describe()}")
+        dest.delete(name)
+
+
+def release(held: HeldClaim) -> None:
+    """Stop renewing `held` and delete it, unless another builder has taken it over since."""
+    _RENEWER.remove(held)
+    current: Claim | None
+    try:
+        current = Claim.from_json(held.dest.read_bytes(held.name))
+    except (ObjectNotFound, ValueError, TypeError):
+        current = None
+    if current is not None and current.token == held.claim.token:
+        held.dest.delete(held.name)
+
+
 @contextmanager
 def hold_claim(
     dest: Storage,
@@ -94,53 +168,33 @@ def hold_claim(
     owner: str,
     done: Callable[[], bool],
     log: Callable[[str], None],
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    lease_seconds: float | None = None,
 ) -> Iterator[bool]:
     """Yield True while this builder holds the claim on `tar_name`, or False once `done()` says
-    the shard was completed by whoever held a live claim. The claim is renewed while held and
-    removed at the end."""
-    name = claim_name(tar_name)
+    the shard was completed by whoever held a live claim (waiting for it meanwhile). The claim
+    is renewed while held and removed at the end."""
     waited_for: str | None = None
     while True:
-        mine = new_claim(owner, lease_seconds)
-        try:
-            # Not durable: after a crash the claim is dead anyway (its process is gone).
-            dest.create_bytes(name, mine.to_json(), durable=False)
+        attempt = try_claim(dest, tar_name, owner=owner, log=log, lease_seconds=lease_seconds)
+        if isinstance(attempt, HeldClaim):
             break
-        except AlreadyExists:
-            pass
-        try:
-            theirs = Claim.from_json(dest.read_bytes(name))
-        except (ObjectNotFound, ValueError, TypeError):
-            continue  # released or half-visible just now: try again
-        if not is_live(theirs):
-            log(f"{tar_name}: taking over the dead claim of {theirs.describe()}")
-            dest.delete(name)
-            continue
         if done():
             yield False
             return
-        if waited_for != theirs.token:
-            log(f"{tar_name}: already being built by {theirs.describe()}; waiting for it")
-            waited_for = theirs.token
+        if waited_for != attempt.token:
+            log(f"{tar_name}: already being built by {attempt.describe()}; waiting for it")
+            waited_for = attempt.token
         time.sleep(POLL_SECONDS)
-
-    held = _RENEWER.add(dest, name, mine, lease_seconds)
     try:
         yield True
     finally:
-        _RENEWER.remove(held)
-        current: Claim | None
-        try:
-            current = Claim.from_json(dest.read_bytes(name))
-        except (ObjectNotFound, ValueError, TypeError):
-            current = None
-        if current is not None and current.token == mine.token:
-            dest.delete(name)
+        release(attempt)
 
 
 @dataclass(eq=False)
-class _HeldClaim:
+class HeldClaim:
+    """A claim this process made and renews."""
+
     dest: Storage
     name: str
     claim: Claim
@@ -157,11 +211,11 @@ class _Renewer:
 
     def __init__(self) -> None:
         self._wake = threading.Condition()
-        self._held: list[_HeldClaim] = []
+        self._held: list[HeldClaim] = []
         self._thread: threading.Thread | None = None
 
-    def add(self, dest: Storage, name: str, claim: Claim, lease_seconds: float) -> _HeldClaim:
-        held = _HeldClaim(dest, name, claim, lease_seconds, time.monotonic() + lease_seconds / 3)
+    def add(self, dest: Storage, name: str, claim: Claim, lease_seconds: float) -> HeldClaim:
+        held = HeldClaim(dest, name, claim, lease_seconds, time.monotonic() + lease_seconds / 3)
         with self._wake:
             self._held.append(held)
             if self._thread is None or not self._thread.is_alive():
@@ -170,7 +224,7 @@ class _Renewer:
             self._wake.notify()
         return held
 
-    def remove(self, held: _HeldClaim) -> None:
+    def remove(self, held: HeldClaim) -> None:
         # Under the claim's lock, so no renewal can write the claim again after it is removed.
         with held.lock:
             held.released = True
@@ -190,7 +244,7 @@ class _Renewer:
                 self._renew(held)
 
     @staticmethod
-    def _renew(held: _HeldClaim) -> None:
+    def _renew(held: HeldClaim) -> None:
         with held.lock:
             if held.released:
                 return

@@ -5,6 +5,7 @@ It forwards every request to the emulator and, at a configurable rate (seeded), 
 - resets the connection in the middle of a download body (after forwarding);
 - resets the connection while an upload request's body is being received (not forwarded);
 - stalls the response for a while, then forwards.
+It can also add a fixed latency to every request (`latency_seconds`), as a slow link does.
 Two more kinds, not in the default mix, act on resumable upload chunks (PUTs to a session):
 - `partial_upload` forwards only the first part of a chunk, as a service that kept part of it
   does, and returns the emulator's 308 (which says how much it holds);
@@ -52,6 +53,9 @@ class FaultPlan:
     error_text: str = ""
     # Inject each kind at least once, at the first request it applies to, whatever the dice say.
     each_kind_once: bool = True
+    # Added to every request before it is handled, as a slow link does (a round trip of a
+    # distant region): what bounds `convert` at full scale.
+    latency_seconds: float = 0.0
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -153,6 +157,8 @@ class FaultProxy:
                 self.wfile.write(body)
 
             def _handle(self) -> None:
+                if proxy.plan.latency_seconds:
+                    time.sleep(proxy.plan.latency_seconds)
                 if self.headers.get("Authorization"):
                     proxy.authorizations.add(self.headers["Authorization"])
                 else:

@@ -3,10 +3,29 @@ once released."""
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from tasks.claims import Claim, _Renewer, claim_name, hold_claim, is_live, new_claim
+import pytest
+
+from tasks.claims import (
+    _RENEWER,
+    DEFAULT_LEASE_SECONDS,
+    HOST_ENV,
+    LEASE_ENV,
+    Claim,
+    HeldClaim,
+    _Renewer,
+    claim_name,
+    configured_lease_seconds,
+    hold_claim,
+    is_live,
+    new_claim,
+    release,
+    try_claim,
+)
 from tasks.storage import LocalStorage
 
 LEASE = 0.9  # renewed every 0.3 s
@@ -54,3 +73,45 @@ def test_a_renewal_that_races_the_release_writes_nothing(tmp_path: Path) -> None
     dest.delete(name)
     _Renewer._renew(held)  # the renewal that had picked it before the release
     assert not list(tmp_path.iterdir()), "a released claim was written again"
+
+
+def test_a_claim_of_another_machine_lives_until_its_lease_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Machines are told apart by OBJECTRON_WDS_HOST: on another machine the claim's process
+    cannot be looked up, so only its lease says whether it is dead."""
+    dest = LocalStorage(tmp_path)
+    monkeypatch.setenv(HOST_ENV, "machine-a")
+    held = try_claim(dest, "a.tar", owner="run a", log=print, lease_seconds=60.0)
+    assert isinstance(held, HeldClaim) and held.claim.host == "machine-a"
+    _RENEWER.remove(held)  # machine a is lost: nobody renews its claim
+    dead_process = replace(held.claim, pid_start="not this process")
+    dest.replace_bytes(claim_name("a.tar"), dead_process.to_json())
+
+    monkeypatch.setenv(HOST_ENV, "machine-b")
+    taken: list[str] = []
+    other = try_claim(dest, "a.tar", owner="run b", log=taken.append, lease_seconds=60.0)
+    assert isinstance(other, Claim) and other.owner == "run a"  # live: its lease runs
+    assert not is_live(dead_process, now=dead_process.expires + 1)
+    expired = replace(dead_process, expires=time.time() - 1)
+    dest.replace_bytes(claim_name("a.tar"), expired.to_json())
+    mine = try_claim(dest, "a.tar", owner="run b", log=taken.append, lease_seconds=60.0)
+    assert isinstance(mine, HeldClaim) and mine.claim.owner == "run b"
+    assert taken == [f"a.tar: taking over the dead claim of run a (pid {os.getpid()} on machine-a)"]
+    release(mine)
+    assert not list(tmp_path.iterdir())
+
+    # Back on machine a (restarted): its own dead process's claim is dead at once.
+    monkeypatch.setenv(HOST_ENV, "machine-a")
+    dest.create_bytes(claim_name("a.tar"), dead_process.to_json(), durable=False)
+    assert not is_live(dead_process)
+
+
+def test_lease_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(LEASE_ENV, raising=False)
+    assert configured_lease_seconds() == DEFAULT_LEASE_SECONDS == 60.0
+    monkeypatch.setenv(LEASE_ENV, "12.5")
+    assert configured_lease_seconds() == 12.5
+    monkeypatch.setenv(LEASE_ENV, "soon")
+    with pytest.raises(ValueError, match=LEASE_ENV):
+        configured_lease_seconds()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from tasks.objectron.sample_data import write_sample_dataset
 from tasks.specs import read_spec
 from tasks.storage import Storage, open_storage
 from tasks.verify import STATUS_OK, load_stats, verify_shard
+from tests.fault_proxy import FaultPlan, FaultProxy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -99,29 +99,46 @@ def summary_of(output: str) -> dict[str, Any]:
     return dict(json.loads(output[start:]))
 
 
-def test_two_runs_at_once_build_each_shard_once(
+@pytest.mark.parametrize("runs", [2, 4])
+def test_runs_at_once_share_the_plan_and_build_each_shard_once(
+    runs: int,
     product: str,
     slow_source: str,
     reference: dict[str, bytes],
     fake_gcs: FakeGcsServer,
     prefect_server: str,
+    proxy: FaultProxy,
 ) -> None:
-    bucket = f"gs://runs-concurrent-{product}"
+    bucket = f"gs://runs-concurrent-{product}-{runs}"
     fake_gcs.create_bucket(bucket.removeprefix("gs://"))
-    runs = [start_run(product, prefect_server, slow_source, bucket) for _ in range(2)]
-    outputs = [run.communicate(timeout=600)[0] for run in runs]
-    for run, output in zip(runs, outputs, strict=True):
+    # Every storage request 0.1 s late: builds take seconds, as on a real link, so runs that
+    # start a second or two apart overlap (the runs inherit the proxy's address).
+    proxy.set_plan(FaultPlan(latency_seconds=0.1))
+    started = [start_run(product, prefect_server, slow_source, bucket) for _ in range(runs)]
+    outputs = [run.communicate(timeout=600)[0] for run in started]
+    for run, output in zip(started, outputs, strict=True):
         assert run.returncode == 0, output[-3000:]
         assert "Traceback" not in output, output[-3000:]
     summaries = [summary_of(output) for output in outputs]
-    assert summaries[0]["built"] + summaries[1]["built"] == len(reference)
+    built = [s["built"] for s in summaries]
+    # Each shard built once, by whichever run claimed it first; the work was divided.
+    assert sum(built) == len(reference), built
+    assert sum(b > 0 for b in built) > 1, f"one run built everything: {built}"
     assert all(s["failed"] == 0 and s["shards"] == len(reference) for s in summaries)
     assert tars(open_storage(bucket)) == reference
-    # The run that did not build a shard said why, plainly.
+    # Every run ended with the whole plan, and wrote the same index.
+    dest = open_storage(bucket)
+    assert len({s["index"] for s in summaries}) == 1
+    index = dest.read_bytes(summaries[0]["index"].rsplit("/", 1)[1])
+    assert [(e["url"], e["filesize"]) for e in json.loads(index)["shardlist"]] == [
+        (name, len(data)) for name, data in sorted(reference.items())
+    ]
+    assert len({(s["samples"], s["tar_bytes"]) for s in summaries}) == 1
+    # A run that met another's claim said so and went on.
     said = "\n".join(outputs)
-    assert re.search(
-        r"already being built by flow run|already exists|exists with the same|state Cached", said
-    )
+    assert "building other shards first, then coming back to it" in said
+    names = {i.name for i in dest.list()}
+    assert not [n for n in names if n.endswith(".claim")], "claims were left behind"
 
 
 def test_killed_runs_resume_to_identical_output(
