@@ -70,6 +70,7 @@ class RunReport:
         self._shown = 0
         self._shown_at = clock()
         self._failed = self._samples = self._bytes = 0
+        self._complete_elsewhere = 0
         # The sync twin returns the id here (a flow body is not a running event loop).
         self._artifact_id = cast(
             UUID,
@@ -81,7 +82,7 @@ class RunReport:
 
     @property
     def done(self) -> int:
-        return len(self.rows)
+        return max(len(self.rows), self._complete_elsewhere)
 
     @property
     def percent(self) -> float:
@@ -103,6 +104,18 @@ class RunReport:
             f"{self.description}: {self.done} of {self.total} shards finished, "
             f"{self._failed} failed"
         )
+
+    def shards_complete_elsewhere(self, complete: int) -> None:
+        """While other runs build the plan (a fan-out's children): `complete` of its shards are
+        at the destination. Counted as finished until this run's own rows catch up."""
+        self._complete_elsewhere = complete
+        publish(self.progress())
+        now = self._clock()
+        if int(self.percent) != self._shown and now - self._shown_at >= PROGRESS_EVERY_SECONDS:
+            self._shown, self._shown_at = int(self.percent), now
+            update_progress_artifact(
+                self._artifact_id, progress=self.percent, description=self._progress_text()
+            )
 
     def shard_finished(self, stats: ShardStats) -> None:
         reported = "; ".join(f"{r.video}: {r.reason}" for r in stats.reported)
@@ -129,7 +142,7 @@ class RunReport:
         publish(self.progress())
         now = self._clock()
         due = int(self.percent) != self._shown and now - self._shown_at >= PROGRESS_EVERY_SECONDS
-        if due or row.status == STATUS_FAILED or self.done == self.total:
+        if due or row.status == STATUS_FAILED or len(self.rows) == self.total:
             self._shown, self._shown_at = int(self.percent), now
             update_progress_artifact(
                 self._artifact_id, progress=self.percent, description=self._progress_text()

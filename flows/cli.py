@@ -43,6 +43,7 @@ from flows.options import FlowParameter, add_flow_options, flow_parameters
 from tasks.parameters import (
     InvalidInput,
     check_concurrency,
+    check_parallel_runs,
     validate_frame_parameters,
     validate_parameters,
 )
@@ -249,6 +250,15 @@ def _check_convert(values: dict[str, Any], args: argparse.Namespace) -> None:
         series=values["series"],
         shard_size_name="shard_size" if "shard_size" in values else "videos_per_shard",
     )
+    check_parallel_runs(values["parallel_runs"], values["build_plan"])
+    if values["parallel_runs"] > 1 and not _api_url_configured():
+        flow = "objectron-to-frames" if "stride" in values else "objectron-to-wds"
+        raise Refused(
+            f"--parallel-runs starts runs of the deployment {flow}/manual on its work pool's "
+            "workers, which need a Prefect server they can reach: start one (`prefect server "
+            "start`), set PREFECT_API_URL, deploy (`prefect --no-prompt deploy --all`) and "
+            "start workers on the pool"
+        )
     if "stride" in values:
         validate_frame_parameters(
             stride=values["stride"],

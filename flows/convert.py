@@ -7,6 +7,7 @@ Run it with `objectron-wds convert ...` or a deployment.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,12 +19,19 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.shards import build_planned_shards
+from flows.fanout import build_for_parent, build_shards, children_markdown, fan_out_deployment
+from flows.shards import ShardsFailed, failed_message
 from tasks.build import STATUS_BUILT
 from tasks.checks import preflight
 from tasks.index import write_index
 from tasks.listing import list_source
-from tasks.parameters import MAX_CONCURRENCY, InvalidInput, check_dest, validate_parameters
+from tasks.parameters import (
+    MAX_CONCURRENCY,
+    InvalidInput,
+    check_dest,
+    check_parallel_runs,
+    validate_parameters,
+)
 from tasks.planning import plan_shards
 from tasks.samples import assemble
 from tasks.specs import upload_shard_specs
@@ -31,10 +39,6 @@ from tasks.specs import upload_shard_specs
 
 class NoSamples(InvalidInput):
     """The source (after filters) holds no video that can become a sample."""
-
-
-class ShardsFailed(RuntimeError):
-    """Some shards could not be built; the others are complete and a re-run resumes."""
 
 
 @flow(
@@ -61,6 +65,8 @@ def objectron_to_wds(
     chunk_size_mib: int = 16,
     overwrite: bool = False,
     decode: bool = True,
+    parallel_runs: int = 1,
+    build_plan: str | None = None,
 ) -> dict[str, Any]:
     """Convert an Objectron-shaped bucket or folder into WebDataset shards.
 
@@ -100,6 +106,13 @@ def objectron_to_wds(
             A file that does not decode is kept raw and its error recorded in KEY.json.
             Decoding runs in worker processes, one per CPU (about 25 MiB each);
             OBJECTRON_WDS_DECODE_PROCESSES=N sets how many, 0 decodes in the build threads.
+        parallel_runs: Runs that build this plan at once. With N > 1 this run plans, then
+            starts N runs of its deployment (objectron-to-wds/manual when started from the
+            command line) that only build, on whatever workers its work pool has, and ends
+            with the index and summary of the whole plan (README, Scaling out).
+        build_plan: Set by a run with parallel_runs > 1 for the runs it starts: the plan file
+            at the destination (SERIES.plan.json) they build from, without listing or
+            planning. Leave empty.
     """
     logger = get_run_logger()
     check_dest(dest, "objectron_wds_dest")
@@ -110,6 +123,14 @@ def objectron_to_wds(
         chunk_size_mib=chunk_size_mib,
         series=series,
     )
+    check_parallel_runs(parallel_runs, build_plan)
+    if build_plan:
+        return build_for_parent(
+            source, dest, build_plan, concurrency=concurrency,
+            concurrency_limit=concurrency_limit, overwrite=overwrite,
+            chunk_size_mib=chunk_size_mib,
+        )  # fmt: skip
+    deployment = fan_out_deployment("objectron-to-wds") if parallel_runs > 1 else None
     preflight(source, dest, listing_file)
     objects = list_source(source, listing_file)
     assembly = assemble(source, objects, only_with_anno, classes, split)
@@ -133,16 +154,12 @@ def objectron_to_wds(
         sum(len(p.samples) for p in plans), len(plans), shard_size, shuffle_seed,
     )  # fmt: skip
     specs = upload_shard_specs(source, dest, plans, overwrite, decode)
-    outcome = build_planned_shards(
-        source,
-        dest,
-        specs,
-        description=f"{series} -> {dest}",
-        concurrency=concurrency,
-        concurrency_limit=concurrency_limit,
-        overwrite=overwrite,
-        chunk_size_mib=chunk_size_mib,
-    )
+    built_by = build_shards(
+        source, dest, specs, deployment=deployment, parallel_runs=parallel_runs, series=series,
+        frames=False, concurrency=concurrency, concurrency_limit=concurrency_limit,
+        overwrite=overwrite, chunk_size_mib=chunk_size_mib,
+    )  # fmt: skip
+    outcome, children = built_by.build, built_by.children
     stats, failures = outcome.stats, outcome.failures
 
     built = sum(s.status == STATUS_BUILT for s in stats)
@@ -158,6 +175,7 @@ def objectron_to_wds(
         "no_split": assembly.no_split,
         "series": series,
         "index": None,
+        "children": [asdict(child) for child in children],
     }
     if failures:
         create_markdown_artifact(
@@ -165,10 +183,7 @@ def objectron_to_wds(
             markdown=_summary_markdown(summary, failures),
             description="objectron-to-wds run summary",
         )
-        raise ShardsFailed(
-            f"{len(failures)} of {len(plans)} shards failed (the others are complete; "
-            f"run again to resume): " + "; ".join(failures[:5])
-        )
+        raise ShardsFailed(failed_message(failures, len(plans)))
     summary["index"] = write_index(dest, series, stats)
     create_markdown_artifact(
         key="objectron-wds-summary",
@@ -196,6 +211,7 @@ def _summary_markdown(summary: dict[str, Any], failures: list[str]) -> str:
         if summary["index"]
         else "- shard index: not written",
     ]
+    lines += children_markdown(summary["children"])
     if failures:
         lines += ["", "## Failed shards", ""] + [f"- {failure}" for failure in failures[:50]]
     return "\n".join(lines) + "\n"

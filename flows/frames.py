@@ -11,6 +11,7 @@ deployment.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +23,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.convert import NoSamples, ShardsFailed
-from flows.shards import build_planned_shards
+from flows.convert import NoSamples
+from flows.fanout import build_for_parent, build_shards, children_markdown, fan_out_deployment
+from flows.shards import ShardsFailed, failed_message
 from tasks.build import STATUS_BUILT
 from tasks.checks import preflight
 from tasks.frames.preview import write_preview
@@ -32,6 +34,7 @@ from tasks.listing import list_source
 from tasks.parameters import (
     MAX_CONCURRENCY,
     check_dest,
+    check_parallel_runs,
     validate_frame_parameters,
     validate_parameters,
 )
@@ -66,6 +69,8 @@ def objectron_to_frames(
     concurrency_limit: str | None = "objectron-wds-build",
     chunk_size_mib: int = 16,
     overwrite: bool = False,
+    parallel_runs: int = 1,
+    build_plan: str | None = None,
 ) -> dict[str, Any]:
     """Build per-frame WebDataset samples (KEY.jpg + KEY.json) from Objectron's annotated videos.
 
@@ -97,6 +102,13 @@ def objectron_to_frames(
         chunk_size_mib: Upload chunk size in MiB (GCS resumable uploads).
         overwrite: Replace shards and specs at the destination that came from a different
             plan. Off by default: such a run is refused before writing anything.
+        parallel_runs: Runs that build this plan at once. With N > 1 this run plans, then
+            starts N runs of its deployment (objectron-to-frames/manual when started from the
+            command line) that only build, on whatever workers its work pool has, and ends
+            with the index, preview and summary of the whole plan (README, Scaling out).
+        build_plan: Set by a run with parallel_runs > 1 for the runs it starts: the plan file
+            at the destination (SERIES.plan.json) they build from, without listing or
+            planning. Leave empty.
     """
     logger = get_run_logger()
     check_dest(dest, "objectron_wds_frames_dest")
@@ -109,6 +121,14 @@ def objectron_to_frames(
         shard_size_name="videos_per_shard",
     )
     validate_frame_parameters(stride=stride, image_size=image_size, jpeg_quality=jpeg_quality)
+    check_parallel_runs(parallel_runs, build_plan)
+    if build_plan:
+        return build_for_parent(
+            source, dest, build_plan, concurrency=concurrency,
+            concurrency_limit=concurrency_limit, overwrite=overwrite,
+            chunk_size_mib=chunk_size_mib,
+        )  # fmt: skip
+    deployment = fan_out_deployment("objectron-to-frames") if parallel_runs > 1 else None
     preflight(source, dest, listing_file)
     objects = list_source(source, listing_file)
     assembly = assemble(source, objects, True, classes, split)
@@ -137,17 +157,12 @@ def objectron_to_frames(
         stride=stride, image_size=image_size, jpeg_quality=jpeg_quality, shuffle_seed=shuffle_seed
     )
     specs = upload_shard_specs(source, dest, plans, overwrite, False, options)
-    outcome = build_planned_shards(
-        source,
-        dest,
-        specs,
-        description=f"{series} -> {dest}",
-        concurrency=concurrency,
-        concurrency_limit=concurrency_limit,
-        overwrite=overwrite,
-        chunk_size_mib=chunk_size_mib,
-        frames=True,
-    )
+    built_by = build_shards(
+        source, dest, specs, deployment=deployment, parallel_runs=parallel_runs, series=series,
+        frames=True, concurrency=concurrency, concurrency_limit=concurrency_limit,
+        overwrite=overwrite, chunk_size_mib=chunk_size_mib,
+    )  # fmt: skip
+    outcome, children = built_by.build, built_by.children
     stats, failures = outcome.stats, outcome.failures
     reported = sorted(
         (
@@ -173,13 +188,11 @@ def objectron_to_frames(
         "series": series,
         "index": None,
         "preview": None,
+        "children": [asdict(child) for child in children],
     }
     if failures:
         _publish_summary(summary, failures)
-        raise ShardsFailed(
-            f"{len(failures)} of {len(plans)} shards failed (the others are complete; "
-            f"run again to resume): " + "; ".join(failures[:5])
-        )
+        raise ShardsFailed(failed_message(failures, len(plans)))
     summary["index"] = write_index(dest, series, stats)
     # The first shard of the plan that holds samples (its videos may all have been reported).
     with_samples = sorted(s.shard for s in stats if s.samples > 0)
@@ -226,6 +239,7 @@ def _summary_markdown(summary: dict[str, Any], failures: list[str]) -> str:
             f"- `{entry['video']}` ({entry['shard']}): {entry['reason']}"
             for entry in reported[:MAX_REPORTED_SHOWN]
         ]
+    lines += children_markdown(summary["children"])
     if failures:
         lines += ["", "## Failed shards", ""] + [f"- {failure}" for failure in failures[:50]]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,17 @@ from tasks.stats import ShardStats
 from tasks.storage import Storage, open_storage
 
 
+class ShardsFailed(RuntimeError):
+    """Some shards could not be built; the others are complete and a re-run resumes."""
+
+
+def failed_message(failures: list[str], shards: int) -> str:
+    return (
+        f"{len(failures)} of {shards} shards failed (the others are complete; "
+        f"run again to resume): " + "; ".join(failures[:5])
+    )
+
+
 @dataclass(frozen=True)
 class BuildOutcome:
     stats: list[ShardStats]  # of the shards built or found complete, in completion order
@@ -110,14 +121,16 @@ def build_planned_shards(
     overwrite: bool,
     chunk_size_mib: int,
     frames: bool = False,
+    report: RunReport | None = None,
 ) -> BuildOutcome:
     """Build (or confirm) every shard in `specs`, at most `concurrency` at a time, sharing the
     plan with any other run building it, publishing progress and the shard table as
-    artifacts."""
+    artifacts (through `report`, when the caller has made one already)."""
     logger = get_run_logger()
     plan = _SharedPlan(open_storage(dest), dict(specs.digests), set(specs.existing_shards))
     limit_tag = existing_tag_limit(concurrency_limit)
-    report = RunReport(len(specs.digests), description, frames=frames)
+    if report is None:
+        report = RunReport(len(specs.digests), description, frames=frames)
 
     # A shard missing at the destination is always built, even if a cache record says it was
     # built once (it may have been deleted since); a present one may be answered from the cache.

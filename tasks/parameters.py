@@ -100,3 +100,25 @@ def validate_frame_parameters(*, stride: int, image_size: str, jpeg_quality: int
         raise InvalidInput(f"jpeg_quality must be a whole number, 1 to 100, got {jpeg_quality!r}")
     if not 1 <= jpeg_quality <= 100:
         raise InvalidInput(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
+
+
+# Child runs of one fan-out; beyond this a plan is better split by `classes` or `split`.
+MAX_PARALLEL_RUNS = 256
+
+
+def check_parallel_runs(parallel_runs: int, build_plan: str | None) -> None:
+    """`parallel_runs` 1 to MAX_PARALLEL_RUNS; a child run (`build_plan` set) fans out no more."""
+    if (
+        isinstance(parallel_runs, bool)
+        or not isinstance(parallel_runs, int)
+        or not 1 <= parallel_runs <= MAX_PARALLEL_RUNS
+    ):
+        raise InvalidInput(
+            f"parallel_runs must be a whole number from 1 to {MAX_PARALLEL_RUNS}, "
+            f"got {parallel_runs!r}"
+        )
+    if build_plan and parallel_runs > 1:
+        raise InvalidInput(
+            "build_plan is set by a run with parallel_runs > 1 for the runs it starts; "
+            "give one or the other, not both"
+        )
