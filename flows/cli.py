@@ -288,12 +288,16 @@ def _api_url_configured() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
-def _check_locations(values: dict[str, Any]) -> None:
+def _check_locations(values: dict[str, Any], flow_name: str) -> None:
     from tasks.checks import check_listing_file, check_locations
 
     check_locations(values["source"], values["dest"])
     if values["listing_file"]:
         check_listing_file(values["listing_file"])
+    if values["parallel_runs"] > 1:
+        from flows.fanout import named_deployment
+
+        named_deployment("objectron-to-frames" if flow_name == "frames" else "objectron-to-wds")
 
 
 def _run_flow_command(
@@ -306,7 +310,7 @@ def _run_flow_command(
     values = _flow_values(args, parameters)
     _check_convert(values, args)
     started = time.monotonic()
-    with flow_session(args, preflight=lambda: _check_locations(values)):
+    with flow_session(args, preflight=lambda: _check_locations(values, flow_name)):
         from flows.convert import objectron_to_wds
         from flows.dask_runner import flow_with_task_runner
         from flows.frames import objectron_to_frames

@@ -87,9 +87,18 @@ def fan_out_deployment(flow_name: str) -> UUID:
     deployment_id = deployment.id
     if deployment_id:
         return UUID(str(deployment_id))
-    name = f"{flow_name}/manual"
+    return named_deployment(flow_name)
+
+
+def named_deployment(flow_name: str) -> UUID:
+    """The id of `FLOW/manual` on the Prefect server this process uses.
+
+    Raises:
+        NoDeployment: the server has no such deployment.
+    """
     from prefect.exceptions import ObjectNotFound as PrefectObjectNotFound
 
+    name = f"{flow_name}/manual"
     with get_client(sync_client=True) as client:
         try:
             return client.read_deployment_by_name(name).id

@@ -82,6 +82,8 @@ BAD_PARAMETERS = [
     (["--series", "a b"], "series 'a b' must be letters, digits"),
     (["--split", "dev"], "argument --split: invalid choice: 'dev'"),
     (["--progress-interval", "0"], "argument --progress-interval: must be more than 0"),
+    (["--parallel-runs", "0"], "parallel_runs must be a whole number from 1 to 256, got 0"),
+    (["--parallel-runs", "2", "--build-plan", "p"], "give one or the other, not both"),
 ]
 
 
@@ -93,6 +95,24 @@ BAD_FRAME_PARAMETERS = [
     (["--jpeg-quality", "101"], "jpeg_quality must be between 1 and 100, got 101"),
     (["--videos-per-shard", "0"], "videos_per_shard must be a whole number of videos >= 1, got 0"),
 ]
+
+
+def test_parallel_runs_without_the_deployment_is_refused_in_one_line(
+    sample_bucket: SourceBucket, new_bucket: str, prefect_server: str
+) -> None:
+    """The session's Prefect server has no deployments: nothing to start the runs of."""
+    code, output, _ = run(
+        ["convert", "--source", sample_bucket.url, "--dest", f"{new_bucket}/x",
+         "--parallel-runs", "2"],
+        with_api(prefect_server),
+    )  # fmt: skip
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1, output
+    assert lines[0].startswith(
+        "objectron-wds convert: error: parallel_runs > 1 starts runs of the deployment "
+        "'objectron-to-wds/manual', which the Prefect server at "
+    ), output
+    assert list(open_storage(new_bucket).list()) == []
 
 
 def test_each_bad_parameter_is_refused_in_under_two_seconds_with_one_line(
@@ -117,6 +137,18 @@ def test_each_bad_parameter_is_refused_in_under_two_seconds_with_one_line(
         lines = output.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (extra, output)
         assert lines[0].startswith("objectron-wds frames: error: "), output
+    code, output, seconds = run(
+        [
+            "frames",
+            "--source",
+            sample_bucket.url,
+            "--dest",
+            f"{new_bucket}/x",
+            "--parallel-runs",
+            "3",
+        ]
+    )
+    assert code == 2 and "deployment objectron-to-frames/manual on its work pool" in output
     code, output, seconds = run(["preview", "x.tar"])
     assert code == 2 and "the following arguments are required: --out" in output
     code, output, seconds = run(["convert", "--source", sample_bucket.url])

@@ -42,6 +42,7 @@ from tests.prefect_processes import (
     PrefectServer,
     process_env,
     run_command,
+    started,
 )
 
 pytestmark = pytest.mark.slow
@@ -100,7 +101,7 @@ def scale(
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     work = tmp_path_factory.mktemp("scale-out")
-    for bucket in ("scale-source", "scale-single", "scale-three", "scale-lost"):
+    for bucket in ("scale-source", "scale-single", "scale-three", "scale-lost", "scale-dask"):
         fake_gcs.create_bucket(bucket)
     write_sample_dataset(
         open_storage(SOURCE), videos=10, seed=3, video_bytes=256 * 1024, placeholders=1,
@@ -296,3 +297,69 @@ def test_a_lost_machine_costs_nothing(scale: ScaleStack, single_run: dict[str, b
         run for run in lost_runs for line in lost_lines if run in line
     ), (lost_lines, lost_runs)
     assert json.loads(dest.read_bytes("objectron-shardindex.json"))["shardlist"]
+
+
+def test_dask_cluster_with_a_worker_killed_mid_run(
+    scale: ScaleStack, single_run: dict[str, bytes]
+) -> None:
+    """`--task-runner dask` on a `dask scheduler` and three `dask worker` processes; the worker
+    building first is killed (SIGKILL to its process group: nanny and worker) once it builds.
+    Dask runs its build again on another worker; the flow's claim on the shard still holds."""
+    from tasks.fake_gcs import free_port
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = ManagedProcess(
+        "dask scheduler",
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"],
+        scale.env, scale.logs / "dask-scheduler.log",
+    )  # fmt: skip
+    workers = [_dask_worker(scale, address, n) for n in range(3)]
+    dest = open_storage("gs://scale-dask")
+    with started(scheduler, *workers):
+        _wait_for_dask_workers(address, 3)
+        run = ManagedProcess(
+            "objectron-wds convert (dask)",
+            [str(BIN / "objectron-wds"), "convert", "--task-runner", "dask",
+             "--dask-address", address, "--source", SOURCE, "--dest", "gs://scale-dask",
+             "--shard-size", "1", "--concurrency", "3", "--chunk-size-mib", "1",
+             "--concurrency-limit", "none", "--json", "--no-progress"],
+            scale.env, scale.logs / "dask-run.log",
+        ).start()  # fmt: skip
+        deadline = time.monotonic() + 240
+        victim = None
+        while victim is None and time.monotonic() < deadline and run.running():
+            victim = next(
+                (w for w in workers if ": building " in w.log_path.read_text(errors="replace")),
+                None,
+            )
+            time.sleep(0.2)
+        assert victim is not None, run.log_tail()
+        os.killpg(victim.pid, signal.SIGKILL)
+        assert len(tars(dest)) < len(single_run), "the plan was complete before the kill"
+        deadline = time.monotonic() + 300
+        while run.running() and time.monotonic() < deadline:
+            time.sleep(1)
+        output = run.log_path.read_text(errors="replace")
+        assert run.returncode == 0, output[-3000:]
+    summary = json.loads(output[output.rindex('\n{\n "dest"') :])
+    assert (summary["shards"], summary["failed"]) == (len(single_run), 0)
+    assert tars(dest) == single_run
+    assert not [i.name for i in dest.list() if i.name.endswith(".claim")]
+
+
+def _dask_worker(scale: ScaleStack, address: str, number: int) -> ManagedProcess:
+    return ManagedProcess(
+        f"dask worker {number}",
+        [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
+         "--no-dashboard"],
+        scale.env, scale.logs / f"dask-worker-{number}.log",
+    )  # fmt: skip
+
+
+def _wait_for_dask_workers(address: str, count: int, timeout: float = 90.0) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=timeout) as client:
+        client.wait_for_workers(count, timeout=timeout)
