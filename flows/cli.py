@@ -207,7 +207,8 @@ def _add_task_runner_options(parser: argparse.ArgumentParser) -> None:
         "--dask-address",
         metavar="ADDRESS",
         help="with --task-runner dask: an existing Dask scheduler (tcp://HOST:8786); "
-        "without it a temporary local cluster is started for the run",
+        "without it a temporary local cluster is started for the run, one worker process "
+        "per CPU with two threads each",
     )
 
 

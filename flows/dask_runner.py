@@ -11,7 +11,9 @@ byte-identical shards as a run on the default thread pool. Two ways in:
   (prefect.yaml sets it from the Prefect variable `objectron_wds_dask_address`, which
   `objectron-wds setup --dask-address` writes).
 
-No address means a temporary local cluster, started for the run and stopped after it.
+No address means a temporary local cluster, started for the run and stopped after it: one
+worker process per CPU (os.cpu_count()), two threads each, so the builds of a big machine run in
+as many interpreters as it has cores.
 
 Dask workers need what a Prefect worker needs: this project installed, PREFECT_API_URL (task
 runs report to the server), and storage access (credentials, or STORAGE_EMULATOR_HOST). The
@@ -43,15 +45,17 @@ TASK_RUNNERS: tuple[TaskRunnerName, ...] = ("threads", "dask")
 
 
 def dask_task_runner(
-    address: str | None = None, *, workers: int = 1, threads_per_worker: int = 4
+    address: str | None = None, *, workers: int | None = None, threads_per_worker: int = 2
 ) -> DaskTaskRunner:
     """A task runner on the Dask scheduler at `address`, or on a temporary local cluster of
-    `workers` processes with `threads_per_worker` threads each (no dashboard)."""
+    `workers` processes (default: one per CPU) with `threads_per_worker` threads each (no
+    dashboard)."""
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
         cluster_kwargs={
-            "n_workers": workers,
+            "n_workers": workers or os.cpu_count() or 1,
+            "processes": True,
             "threads_per_worker": threads_per_worker,
             "dashboard_address": None,
         }

@@ -19,7 +19,7 @@ from PIL import Image
 
 from flows.frames import objectron_to_frames
 from tasks.frames.labels import project
-from tasks.frames.shard import EMPTY_MEMBER
+from tasks.frames.shard import EMPTY_MEMBER, FRAME_PROCESSES_VARIABLE, frame_process_ids
 from tasks.objectron.box import EDGES, UNIT_BOX
 from tasks.objectron.decode import decode_annotation
 from tasks.objectron.sample_data import (
@@ -204,6 +204,26 @@ def test_rerun_and_second_destination_are_byte_identical(
     run_frames(frames_source[0], other)
     assert {Path(p).name: Path(p).read_bytes() for p in shard_paths(other)} == {
         Path(p).name: data for p, data in before.items()
+    }
+
+
+def test_frame_workers_and_a_single_thread_build_the_same_bytes(
+    built: tuple[Path, dict[str, Any]],
+    frames_source: tuple[str, SampleDataset],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default build decodes in frame worker processes (the `built` fixture's run started
+    them in this process); with OBJECTRON_WDS_FRAME_PROCESSES=0 everything runs in the build
+    thread, one video after another: the shards are the same bytes."""
+    dest, _ = built
+    workers = frame_process_ids()
+    assert workers and all(Path(f"/proc/{pid}").exists() for pid in workers)
+    monkeypatch.setenv(FRAME_PROCESSES_VARIABLE, "0")
+    one_thread = tmp_path / "one-thread"
+    run_frames(frames_source[0], one_thread, concurrency=1)
+    assert {Path(p).name: Path(p).read_bytes() for p in shard_paths(one_thread)} == {
+        Path(p).name: Path(p).read_bytes() for p in shard_paths(dest)
     }
 
 

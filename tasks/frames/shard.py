@@ -2,26 +2,32 @@
 
 A frame shard's spec lists its videos' source members (pinned like any shard's) and options;
 what the tar holds is known only once the videos are decoded. So, per video:
-- the geometry and annotation are read whole (megabytes) and decoded; the video is streamed to
-  a temporary file (bounded disk, never memory) with its CRC32C checked against the listing;
-- its frames are decoded once (tasks/frames/video.py) and each selected frame's JPEG and JSON
-  are appended to a spool file on disk;
+- the build fetches its geometry, annotation and video to temporary files (bounded disk, never
+  memory; the video's CRC32C checked against the listing);
+- a frame worker process (tasks/worker_pool.py, one per CPU by default,
+  OBJECTRON_WDS_FRAME_PROCESSES=N to change, 0 for the build thread) decodes the geometry and
+  annotation, decodes the video's frames once (tasks/frames/video.py) and writes each selected
+  frame's JPEG and JSON to the video's spool file; meanwhile the build fetches the next video
+  (at most one ahead, on disk), so fetching overlaps decoding;
 - a video that cannot give aligned samples (too few frames or geometry records, does not
-  decode) is *reported*: its spooled samples are dropped, never shifted, and the other videos
-  go on.
+  decode) is *reported*: none of its samples is kept, never shifted, and the other videos go on.
 Then the spooled samples are written to the tar in a shuffled order seeded by the shard name,
-so neighbouring samples come from different videos and a rebuild gives the same bytes.
+so neighbouring samples come from different videos and a rebuild gives the same bytes. All the
+per-frame Python (decode loop, labels, JPEG hand-off) runs in the workers; the build's own
+process only copies the spooled bytes into the tar, so one interpreter's GIL does not bound a
+big machine.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import google_crc32c
 import orjson
@@ -35,6 +41,7 @@ from tasks.specs import FrameOptions, MemberSpec, ShardSpec
 from tasks.stats import MemberStats, ReportedVideo
 from tasks.storage import Storage
 from tasks.tar import TarStreamWriter, check_checksum, read_pieces, read_whole
+from tasks.worker_pool import WorkerPool
 
 FRAME_ID_DIGITS = 6
 IMAGE, LABELS = "jpg", "json"
@@ -63,43 +70,35 @@ def selected_frame_ids(annotated: list[int], stride: int) -> list[int]:
 @dataclass(frozen=True)
 class _Spooled:
     key: str
-    image: tuple[int, int]  # (offset, length) in the spool file
+    video: int  # index of the video (its spool file) in the shard
+    image: tuple[int, int]  # (offset, length) in that spool file
     labels: tuple[int, int]
 
 
-class _Spool:
-    """Samples appended to one temporary file; a reported video is cut off again."""
+@dataclass(frozen=True)
+class VideoJob:
+    """One video's frame work, as a frame worker receives it: everything is in files."""
 
-    def __init__(self, folder: str) -> None:
-        self.file: IO[bytes] = open(os.path.join(folder, "samples.spool"), "w+b")  # noqa: SIM115
-        self.samples: list[_Spooled] = []
+    key: str
+    video_path: str
+    annotation_path: str
+    geometry_path: str
+    metadata_text: str
+    stride: int
+    image_size: str
+    jpeg_quality: int
+    spool_path: str
 
-    def mark(self) -> tuple[int, int]:
-        return self.file.tell(), len(self.samples)
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
 
-    def drop_since(self, mark: tuple[int, int]) -> None:
-        offset, count = mark
-        self.file.seek(offset)
-        self.file.truncate()
-        del self.samples[count:]
+    @classmethod
+    def from_json(cls, data: bytes) -> VideoJob:
+        return cls(**orjson.loads(data))
 
-    def _append(self, data: bytes) -> tuple[int, int]:
-        offset = self.file.tell()
-        self.file.write(data)
-        return offset, len(data)
 
-    def add(self, key: str, image: bytes, labels: bytes) -> None:
-        self.samples.append(_Spooled(key, self._append(image), self._append(labels)))
-
-    def read(self, where: tuple[int, int]) -> bytes:
-        offset, length = where
-        self.file.seek(offset)
-        data = self.file.read(length)
-        self.file.seek(0, os.SEEK_END)
-        return data
-
-    def close(self) -> None:
-        self.file.close()
+class FrameWorkFailed(Exception):
+    """A frame worker failed on a video for a reason other than the video (a bug, a full disk)."""
 
 
 def _videos(spec: ShardSpec) -> Iterator[tuple[str, dict[str, MemberSpec]]]:
@@ -137,28 +136,17 @@ def _sources(metadata: dict[str, Any]) -> dict[str, Any]:
     return {"video": pick(VIDEO), "geometry": pick(GEOMETRY), "annotation": pick(ANNOTATION)}
 
 
-def _spool_video(
-    source: Storage,
-    key: str,
-    members: dict[str, MemberSpec],
-    options: FrameOptions,
-    folder: str,
-    spool: _Spool,
-) -> None:
-    """Decode one video and spool its selected frames; raises VideoReported when it cannot
-    give aligned samples (after some frames may have been spooled: the caller drops them)."""
-    metadata_member = members.get(METADATA)
-    metadata: dict[str, Any] = (
-        orjson.loads(metadata_member.text)
-        if metadata_member is not None and metadata_member.text
-        else {}
-    )
-    if ANNOTATION not in members or VIDEO not in members or GEOMETRY not in members:
-        missing = [e for e in (VIDEO, GEOMETRY, ANNOTATION) if e not in members]
-        raise VideoReported(f"no {', '.join(missing)} in the spec")
+def spool_video(job: VideoJob) -> list[tuple[str, int, int, int, int]]:
+    """Decode one video's selected frames and write their JPEG and JSON to `job.spool_path`.
+
+    Returns (sample key, image offset, image length, labels offset, labels length) per sample.
+    Raises VideoReported when the video cannot give aligned samples (the spool file may then
+    hold some of its samples: the caller drops them).
+    """
+    metadata: dict[str, Any] = orjson.loads(job.metadata_text) if job.metadata_text else {}
     try:
-        annotation = decode_annotation(read_whole(source, members[ANNOTATION]))
-        geometry = decode_geometry(read_whole(source, members[GEOMETRY]))
+        annotation = decode_annotation(Path(job.annotation_path).read_bytes())
+        geometry = decode_geometry(Path(job.geometry_path).read_bytes())
     except DecodeError as exc:
         raise VideoReported(str(exc)) from None
 
@@ -174,80 +162,185 @@ def _spool_video(
             f"misaligned: geometry has {len(records)} records, the annotation needs "
             f"{needed} (highest frame_id {needed - 1})"
         )
-    wanted = selected_frame_ids(list(frames_by_id), options.stride)
-
-    video_path = Path(folder) / "video.mov"
-    _fetch_video(source, members[VIDEO], video_path)
-    class_name = metadata.get("class") or key.split("/", 1)[0]
+    wanted = selected_frame_ids(list(frames_by_id), job.stride)
+    class_name = metadata.get("class") or job.key.split("/", 1)[0]
     sources = _sources(metadata)
+    samples = []
+    with open(job.spool_path, "wb") as spool:
+        try:
+            decoded: DecodedFrame
+            for decoded in decode_frames(
+                job.video_path,
+                wanted,
+                needed_frames=needed,
+                image_size=check_image_size(job.image_size),
+                jpeg_quality=job.jpeg_quality,
+            ):
+                labels = frame_labels(
+                    video=job.key,
+                    class_name=class_name,
+                    split=metadata.get("split"),
+                    frame_id=decoded.frame_id,
+                    annotation=annotation,
+                    frame=frames_by_id[decoded.frame_id],
+                    geometry_frame=records[decoded.frame_id],
+                    image=ImageInfo(
+                        width=decoded.width,
+                        height=decoded.height,
+                        source_width=decoded.source_width,
+                        source_height=decoded.source_height,
+                        rotation=decoded.rotation,
+                    ),
+                    sources=sources,
+                )
+                text = orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)
+                image_at = spool.tell()
+                spool.write(decoded.jpeg)
+                spool.write(text)
+                samples.append(
+                    (
+                        f"{job.key}/{decoded.frame_id:0{FRAME_ID_DIGITS}d}",
+                        image_at,
+                        len(decoded.jpeg),
+                        image_at + len(decoded.jpeg),
+                        len(text),
+                    )
+                )
+        except VideoUnreadable as exc:
+            raise VideoReported(f"video: {exc}") from None
+    return samples
+
+
+def _spool_here(kind: int, payload: bytes) -> bytes:
+    """A frame job's answer (what a worker sends back): the samples, or why it is reported."""
     try:
-        decoded: DecodedFrame
-        for decoded in decode_frames(
-            video_path,
-            wanted,
-            needed_frames=needed,
-            image_size=check_image_size(options.image_size),
-            jpeg_quality=options.jpeg_quality,
-        ):
-            sample_key = f"{key}/{decoded.frame_id:0{FRAME_ID_DIGITS}d}"
-            labels = frame_labels(
-                video=key,
-                class_name=class_name,
-                split=metadata.get("split"),
-                frame_id=decoded.frame_id,
-                annotation=annotation,
-                frame=frames_by_id[decoded.frame_id],
-                geometry_frame=records[decoded.frame_id],
-                image=ImageInfo(
-                    width=decoded.width,
-                    height=decoded.height,
-                    source_width=decoded.source_width,
-                    source_height=decoded.source_height,
-                    rotation=decoded.rotation,
-                ),
-                sources=sources,
-            )
-            spool.add(sample_key, decoded.jpeg, orjson.dumps(labels, option=orjson.OPT_SORT_KEYS))
-    except VideoUnreadable as exc:
-        raise VideoReported(f"video: {exc}") from None
-    finally:
-        video_path.unlink(missing_ok=True)
+        return orjson.dumps({"samples": spool_video(VideoJob.from_json(payload))})
+    except VideoReported as exc:
+        return orjson.dumps({"reported": str(exc)})
+
+
+FRAME_PROCESSES_VARIABLE = "OBJECTRON_WDS_FRAME_PROCESSES"
+_FRAME_POOL = WorkerPool(
+    "tasks.frames.frame_worker", FRAME_PROCESSES_VARIABLE, _spool_here, FrameWorkFailed, "frame"
+)
+
+
+def frame_process_ids() -> list[int]:
+    """The process ids of this process's running frame workers (for benchmarks)."""
+    return _FRAME_POOL.process_ids()
+
+
+@dataclass
+class _Pending:
+    """A video handed to a frame worker (or, without workers, to be done in this thread)."""
+
+    index: int
+    job: VideoJob
+    future: Future[bytes] | None
+
+    def answer(self) -> dict[str, Any]:
+        try:
+            reply = self.future.result() if self.future else _spool_here(0, self.job.to_json())
+        finally:
+            for path in (self.job.video_path, self.job.annotation_path, self.job.geometry_path):
+                Path(path).unlink(missing_ok=True)
+        return dict(orjson.loads(reply))
+
+
+def _prepare(
+    source: Storage,
+    key: str,
+    members: dict[str, MemberSpec],
+    options: FrameOptions,
+    folder: str,
+    index: int,
+) -> VideoJob:
+    """Fetch one video's files into `folder`; raises VideoReported for a spec without them."""
+    if ANNOTATION not in members or VIDEO not in members or GEOMETRY not in members:
+        missing = [e for e in (VIDEO, GEOMETRY, ANNOTATION) if e not in members]
+        raise VideoReported(f"no {', '.join(missing)} in the spec")
+    base = Path(folder) / f"video-{index:04d}"
+    paths = {ext: f"{base}.{ext}" for ext in (VIDEO, ANNOTATION, GEOMETRY)}
+    Path(paths[ANNOTATION]).write_bytes(read_whole(source, members[ANNOTATION]))
+    Path(paths[GEOMETRY]).write_bytes(read_whole(source, members[GEOMETRY]))
+    _fetch_video(source, members[VIDEO], Path(paths[VIDEO]))
+    metadata_member = members.get(METADATA)
+    return VideoJob(
+        key=key,
+        video_path=paths[VIDEO],
+        annotation_path=paths[ANNOTATION],
+        geometry_path=paths[GEOMETRY],
+        metadata_text=(metadata_member.text or "") if metadata_member is not None else "",
+        stride=options.stride,
+        image_size=options.image_size,
+        jpeg_quality=options.jpeg_quality,
+        spool_path=f"{base}.spool",
+    )
 
 
 def write_frame_samples(tar: TarStreamWriter, source: Storage, spec: ShardSpec) -> FrameShardResult:
     """Decode the spec's videos and write their frame samples into `tar` (module docstring)."""
     options = spec.frames
     assert options is not None, "not a frame spec"
-    reported: list[ReportedVideo] = []
+    found: dict[int, list[_Spooled] | str] = {}  # video index -> its samples, or why reported
+    keys: dict[int, str] = {}
     members: list[MemberStats] = []
     with tempfile.TemporaryDirectory(prefix="objectron-wds-frames-") as folder:
-        spool = _Spool(folder)
-        try:
-            for key, video_members in _videos(spec):
-                mark = spool.mark()
-                try:
-                    _spool_video(source, key, video_members, options, folder, spool)
-                except VideoReported as exc:
-                    spool.drop_since(mark)
-                    reported.append(ReportedVideo(video=key, reason=str(exc)))
-            order = list(spool.samples)
-            if options.shuffle_seed is not None:
-                # Seeded by the shard too, so shards with the same videos differ in order only
-                # by design; a string seed is hashed stably across processes.
-                random.Random(f"{options.shuffle_seed}/{spec.shard}").shuffle(order)
+        pending: _Pending | None = None
+
+        def finish(done: _Pending) -> None:
+            answer = done.answer()
+            if "reported" in answer:
+                found[done.index] = str(answer["reported"])
+                Path(done.job.spool_path).unlink(missing_ok=True)
+                return
+            found[done.index] = [
+                _Spooled(key, done.index, (image_at, image_len), (labels_at, labels_len))
+                for key, image_at, image_len, labels_at, labels_len in answer["samples"]
+            ]
+
+        for index, (key, video_members) in enumerate(_videos(spec)):
+            keys[index] = key
+            try:
+                # Fetched while the previous video decodes in a worker: one video ahead.
+                job = _prepare(source, key, video_members, options, folder, index)
+            except VideoReported as exc:
+                found[index] = str(exc)
+                continue
+            if pending is not None:
+                finish(pending)
+            pending = _Pending(index, job, _FRAME_POOL.submit(0, job.to_json()))
+        if pending is not None:
+            finish(pending)
+
+        reported = [
+            ReportedVideo(video=keys[i], reason=result)
+            for i, result in sorted(found.items())
+            if isinstance(result, str)
+        ]
+        order = [
+            s for _, result in sorted(found.items()) if isinstance(result, list) for s in result
+        ]
+        if options.shuffle_seed is not None:
+            # Seeded by the shard too, so shards with the same videos differ in order only
+            # by design; a string seed is hashed stably across processes.
+            random.Random(f"{options.shuffle_seed}/{spec.shard}").shuffle(order)
+        with contextlib.ExitStack() as files:
+            spools = {
+                i: files.enter_context(open(Path(folder) / f"video-{i:04d}.spool", "rb"))
+                for i in {sample.video for sample in order}
+            }
             for sample in order:
-                for extension, where in ((IMAGE, sample.image), (LABELS, sample.labels)):
+                spool = spools[sample.video]
+                for extension, (offset, length) in ((IMAGE, sample.image), (LABELS, sample.labels)):
                     name = f"{sample.key}.{extension}"
-                    data = spool.read(where)
+                    spool.seek(offset)
+                    data = spool.read(length)
                     members.append(MemberStats(name, len(data), tar.add_bytes(name, data)))
-            if not order:
-                note = orjson.dumps(
-                    {"reported": [{"video": r.video, "reason": r.reason} for r in reported]},
-                    option=orjson.OPT_SORT_KEYS,
-                )
-                members.append(
-                    MemberStats(EMPTY_MEMBER, len(note), tar.add_bytes(EMPTY_MEMBER, note))
-                )
-        finally:
-            spool.close()
+        if not order:
+            note = orjson.dumps(
+                {"reported": [{"video": r.video, "reason": r.reason} for r in reported]},
+                option=orjson.OPT_SORT_KEYS,
+            )
+            members.append(MemberStats(EMPTY_MEMBER, len(note), tar.add_bytes(EMPTY_MEMBER, note)))
     return FrameShardResult(samples=len(order), members=members, reported=reported)
