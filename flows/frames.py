@@ -69,6 +69,7 @@ def objectron_to_frames(
     concurrency_limit: str | None = "objectron-wds-build",
     chunk_size_mib: int = 16,
     overwrite: bool = False,
+    ar_points: bool = False,
     parallel_runs: int = 1,
     build_plan: str | None = None,
 ) -> dict[str, Any]:
@@ -102,6 +103,10 @@ def objectron_to_frames(
         chunk_size_mib: Upload chunk size in MiB (GCS resumable uploads).
         overwrite: Replace shards and specs at the destination that came from a different
             plan. Off by default: such a run is refused before writing anything.
+        ar_points: Add each frame's AR feature points (ARKit's sparse point cloud) to its
+            labels: `points` with their ids, camera coordinates (like keypoints_3d) and place
+            in the JPEG (normalized like keypoints_2d, null when behind the camera or outside).
+            Off by default: shards without them are unchanged.
         parallel_runs: Runs that build this plan at once. With N > 1 this run plans, then
             starts N runs of its deployment (objectron-to-frames/manual when started from the
             command line) that only build, on whatever workers its work pool has, and ends
@@ -154,8 +159,9 @@ def objectron_to_frames(
         stride, image_size, jpeg_quality,
     )  # fmt: skip
     options = FrameOptions(
-        stride=stride, image_size=image_size, jpeg_quality=jpeg_quality, shuffle_seed=shuffle_seed
-    )
+        stride=stride, image_size=image_size, jpeg_quality=jpeg_quality,
+        shuffle_seed=shuffle_seed, ar_points=ar_points,
+    )  # fmt: skip
     specs = upload_shard_specs(source, dest, plans, overwrite, False, options)
     built_by = build_shards(
         source, dest, specs, deployment=deployment, parallel_runs=parallel_runs, series=series,

@@ -78,6 +78,15 @@ class FrameOptions:
     image_size: str  # "WIDTHxHEIGHT" or "full"
     jpeg_quality: int
     shuffle_seed: int | None
+    # Each sample's labels carry the frame's AR feature points. In the spec only when true, so
+    # the specs (and digests) of shards without points are those of the first frame format.
+    ar_points: bool = False
+
+    def to_document(self) -> dict[str, object]:
+        document = asdict(self)
+        if not self.ar_points:
+            del document["ar_points"]
+        return document
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ class ShardSpec:
             ],
         }
         if self.frames is not None:  # absent for video shards: their digests stay as they were
-            document["frames"] = asdict(self.frames)
+            document["frames"] = self.frames.to_document()
         return (json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     @cached_property

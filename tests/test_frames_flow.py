@@ -20,6 +20,7 @@ from PIL import Image
 from flows.frames import objectron_to_frames
 from tasks.frames.labels import project
 from tasks.frames.shard import EMPTY_MEMBER, FRAME_PROCESSES_VARIABLE, frame_process_ids
+from tasks.objectron import proto as pb
 from tasks.objectron.box import EDGES, UNIT_BOX
 from tasks.objectron.decode import decode_annotation
 from tasks.objectron.sample_data import (
@@ -205,6 +206,48 @@ def test_rerun_and_second_destination_are_byte_identical(
     assert {Path(p).name: Path(p).read_bytes() for p in shard_paths(other)} == {
         Path(p).name: data for p, data in before.items()
     }
+
+
+def test_ar_points_obey_the_view_matrix_and_the_intrinsics_on_every_sample(
+    built: tuple[Path, dict[str, Any]],
+    frames_source: tuple[str, SampleDataset],
+    tmp_path: Path,
+) -> None:
+    """With ar_points, each sample's `points` are the frame's stored feature points (read here
+    with protobuf from geometry.pbdata, not through the project's decoder): `camera` is the view
+    matrix times the stored point, and the intrinsics project `camera` onto `image` x the JPEG's
+    size within a pixel; a null `image` is behind the camera or outside the picture."""
+    source, _ = frames_source
+    run_frames(source, tmp_path, ar_points=True)
+    dest, _ = built
+    assert all("points" not in labels for _, _, labels in read_samples(dest))
+    counts = {"in": 0, "out": 0, "samples": 0}
+    records: dict[str, list[bytes]] = {}
+    for _key, _rgb, labels in read_samples(tmp_path):
+        video, frame_id = labels["video"], labels["frame_id"]
+        if video not in records:
+            data = Path(source, "videos", video, "geometry.pbdata").read_bytes()
+            records[video] = pb.split_geometry_records(data)
+        cloud = pb.ARFrame.FromString(records[video][frame_id]).raw_feature_points
+        points = labels["points"]
+        assert points["ids"] == list(cloud.identifier) and len(points["ids"]) == cloud.count > 0
+        view = np.array(labels["camera"]["view"]).reshape(4, 4)
+        width, height = labels["image"]["width"], labels["image"]["height"]
+        for stored, camera, place in zip(
+            cloud.point, points["camera"], points["image"], strict=True
+        ):
+            expected = view[:3, :3] @ np.array([stored.x, stored.y, stored.z]) + view[:3, 3]
+            assert np.allclose(camera, expected, rtol=0, atol=1e-9), (camera, expected)
+            u, v = project(labels["camera"]["intrinsics"], camera)
+            inside = camera[2] < 0 and 0 <= u <= width and 0 <= v <= height
+            if place is None:
+                assert not inside
+                counts["out"] += 1
+            else:
+                assert math.hypot(u - place[0] * width, v - place[1] * height) < 1.0
+                counts["in"] += 1
+        counts["samples"] += 1
+    assert counts["samples"] > 50 and counts["in"] > 100 and counts["out"] > 0, counts
 
 
 def test_frame_workers_and_a_single_thread_build_the_same_bytes(

@@ -17,6 +17,7 @@ from tasks.frames.preview import (
     EDGES,
     GAP,
     LABEL_HEIGHT,
+    POINT_COLOUR,
     contact_sheet,
     preview_samples,
 )
@@ -241,3 +242,23 @@ def test_preview_samples_reads_long_names_empty_shards_and_refuses_a_cut_member(
     cut = write_shard([{"a/b/c/000000.jpg": jpg, "a/b/c/000000.json": b"{}"}])[: 512 * 4]
     with pytest.raises(ValueError, match="ends inside a member"):
         preview_samples(io.BytesIO(cut), 1)
+
+
+def test_sheet_draws_the_feature_points_as_dots() -> None:
+    """Labels with `points` (ar_points): a dot at each point inside the picture; a null place
+    draws nothing."""
+    sample = labels("book/batch-1/1/000000", [])
+    sample["points"] = {
+        "ids": [1, 2, 3],
+        "camera": [[0, 0, -1]] * 3,
+        "image": [[0.25, 0.25], None, [0.75, 0.6]],
+    }
+    sheet = contact_sheet([(grey_jpeg(), sample)], columns=1, tile_width=TILE)
+    pixels = decode(sheet)
+    cell_height = TILE * HEIGHT // WIDTH + LABEL_HEIGHT
+    origin = tile_origin(0, 1, cell_height)
+    tile_height = TILE * HEIGHT // WIDTH
+    for x, y in ((0.25, 0.25), (0.75, 0.6)):
+        at = (round(origin[0] + x * TILE), round(origin[1] + y * tile_height))
+        assert colour_near(pixels, *at, POINT_COLOUR), at
+    assert greyish(pixels, round(origin[0] + 0.5 * TILE), round(origin[1] + 0.5 * tile_height))

@@ -3,6 +3,7 @@ task-runner choice, the CLI options, and how the progress artifact is throttled.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ def test_task_runner_choice() -> None:
     temporary = flow_with_task_runner("dask")
     assert isinstance(temporary.task_runner, DaskTaskRunner)
     assert temporary.task_runner.address is None
+    # A temporary cluster uses the machine: one worker process per CPU, not one worker.
+    kwargs = temporary.task_runner.cluster_kwargs
+    assert (kwargs["n_workers"], kwargs["processes"]) == (os.cpu_count(), True)
     with pytest.raises(ValueError, match="task_runner='dask'"):
         flow_with_task_runner("threads", "tcp://127.0.0.1:8786")
     with pytest.raises(ValueError, match="must be one of"):

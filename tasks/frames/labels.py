@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "ImageInfo",
     "camera_axes",
+    "feature_points",
     "frame_key",
     "frame_labels",
     "is_turned",
@@ -207,6 +208,51 @@ def _box_in_camera(
     )
 
 
+def feature_points(
+    cloud: dict[str, Any] | None,
+    camera: dict[str, Any],
+    geometry_frame: dict[str, Any],
+    image: ImageInfo,
+) -> dict[str, Any]:
+    """The frame's raw feature points for its labels: `{"ids", "camera", "image"}`.
+
+    `camera[i]` is the view matrix applied to the stored world point (ARKit camera axes, like
+    `keypoints_3d`); `image[i]` is its place in the JPEG, normalized like `keypoints_2d`'s x and
+    y (`project(intrinsics, camera[i]) / (width, height)`), or None for a point behind the
+    camera or outside the image. No cloud: empty lists; no view matrix: `camera` and `image`
+    None for every point; no intrinsics: `image` None for every point.
+    """
+    if cloud is None:
+        return {"ids": [], "camera": [], "image": []}
+    ids = [int(i) for i in cloud["identifier"]]
+    world = np.array(cloud["point"], dtype=np.float64).reshape(-1, 3)
+    view = camera["view"]
+    if view is None:
+        return {"ids": ids, "camera": [None] * len(world), "image": [None] * len(world)}
+    view_matrix = np.array(view, dtype=np.float64).reshape(4, 4)
+    in_camera = world @ view_matrix[:3, :3].T + view_matrix[:3, 3]
+    intrinsics = camera["intrinsics"]
+    turned = is_turned(
+        geometry_frame.get("image_width") or 0,
+        geometry_frame.get("image_height") or 0,
+        image.width,
+        image.height,
+    )
+    places: list[list[float] | None] = []
+    for point in in_camera:
+        if intrinsics is None or point[2] >= 0:  # ARKit's camera looks down -Z
+            places.append(None)
+            continue
+        u, v = project(intrinsics, point, turned=turned)
+        x, y = u / image.width, v / image.height
+        places.append([x, y] if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 else None)
+    return {
+        "ids": ids,
+        "camera": [[float(c) + 0.0 for c in point] for point in in_camera],
+        "image": places,
+    }
+
+
 def frame_labels(
     *,
     video: str,
@@ -218,6 +264,7 @@ def frame_labels(
     geometry_frame: dict[str, Any],
     image: ImageInfo,
     sources: dict[str, Any],
+    points: bool = False,
 ) -> dict[str, Any]:
     """The `KEY.json` of one frame sample: every field present, None where the source has
     nothing (the contract in the README).
@@ -235,6 +282,8 @@ def frame_labels(
         image: The JPEG's size, the upright source size and the rotation applied.
         sources: `{"video": {"url", "generation"}, "geometry": {...}, "annotation": {...}}`,
             written as given.
+        points: Add `points` (`feature_points`) from `geometry_frame["raw_feature_points"]`
+            (decode_geometry(..., points=True)).
 
     Returns:
         A JSON-ready dict in the contract's key order.
@@ -273,7 +322,7 @@ def frame_labels(
         if center is None and normal is None
         else {"center": _values(center, 3), "normal": _values(normal, 3)}
     )
-    return {
+    labels = {
         "key": frame_key(video, frame_id),
         "video": video,
         "class": class_name,
@@ -286,3 +335,8 @@ def frame_labels(
         "plane": plane,
         "sources": sources,
     }
+    if points:
+        labels["points"] = feature_points(
+            geometry_frame.get("raw_feature_points"), camera, geometry_frame, image
+        )
+    return labels

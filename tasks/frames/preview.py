@@ -44,6 +44,8 @@ BOX_COLOURS: tuple[tuple[int, int, int], ...] = (
     (0, 200, 255),
     (255, 200, 0),
 )
+# The frame's AR feature points (labels `points`, with ar_points): small dots.
+POINT_COLOUR = (255, 64, 64)
 BACKGROUND = (24, 24, 24)
 TEXT_COLOUR = (235, 235, 235)
 GAP = 4  # pixels around and between tiles
@@ -63,7 +65,8 @@ def _edges_to_draw(keypoint_ids: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def _tile(jpeg: bytes, labels: dict[str, Any], tile_width: int) -> Image.Image:
-    """The frame scaled to `tile_width` (aspect kept) with its objects' box edges drawn."""
+    """The frame scaled to `tile_width` (aspect kept) with its objects' box edges drawn, and
+    its feature points as dots when the labels have them."""
     with Image.open(io.BytesIO(jpeg)) as decoded:
         frame = decoded.convert("RGB")
     tile_height = max(1, round(tile_width * frame.height / frame.width))
@@ -75,6 +78,11 @@ def _tile(jpeg: bytes, labels: dict[str, Any], tile_width: int) -> Image.Image:
         points = [(x * tile_width, y * tile_height) for x, y, *_ in obj["keypoints_2d"]]
         for a, b in _edges_to_draw(obj["keypoint_ids"]):
             draw.line([points[a], points[b]], fill=colour, width=line_width)
+    radius = max(1.0, tile_width / 160)
+    for place in (labels.get("points") or {}).get("image") or []:
+        if place is not None:
+            x, y = place[0] * tile_width, place[1] * tile_height
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=POINT_COLOUR)
     return tile
 
 

@@ -88,6 +88,7 @@ class VideoJob:
     image_size: str
     jpeg_quality: int
     spool_path: str
+    ar_points: bool = False
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.__dict__)
@@ -146,7 +147,7 @@ def spool_video(job: VideoJob) -> list[tuple[str, int, int, int, int]]:
     metadata: dict[str, Any] = orjson.loads(job.metadata_text) if job.metadata_text else {}
     try:
         annotation = decode_annotation(Path(job.annotation_path).read_bytes())
-        geometry = decode_geometry(Path(job.geometry_path).read_bytes())
+        geometry = decode_geometry(Path(job.geometry_path).read_bytes(), points=job.ar_points)
     except DecodeError as exc:
         raise VideoReported(str(exc)) from None
 
@@ -192,6 +193,7 @@ def spool_video(job: VideoJob) -> list[tuple[str, int, int, int, int]]:
                         rotation=decoded.rotation,
                     ),
                     sources=sources,
+                    points=job.ar_points,
                 )
                 text = orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)
                 image_at = spool.tell()
@@ -275,6 +277,7 @@ def _prepare(
         image_size=options.image_size,
         jpeg_quality=options.jpeg_quality,
         spool_path=f"{base}.spool",
+        ar_points=options.ar_points,
     )
 
 

@@ -265,14 +265,16 @@ _NO_CAMERA: dict[str, Any] = dict.fromkeys(
 )
 
 
-def decode_geometry(data: bytes) -> dict[str, Any]:
+def decode_geometry(data: bytes, *, points: bool = False) -> dict[str, Any]:
     """Decode an AR metadata file (`geometry.pbdata`: length-framed `ARFrame` records).
 
-    Only the timestamp and the camera of each frame are decoded; depth data, light estimate,
-    plane anchors, feature points and motion data are skipped.
+    The timestamp and the camera of each frame are decoded (with `points`, also its raw
+    feature points); depth data, light estimate, plane anchors and motion data are skipped.
 
     Args:
         data: The whole file.
+        points: Add `"raw_feature_points": {"count", "point" ([x, y, z] each, world
+            coordinates), "identifier"}` to each frame (None where the record has none).
 
     Returns:
         `{"frames": [...]}`, one entry per record in file order: `{"timestamp",
@@ -301,8 +303,9 @@ def decode_geometry(data: bytes) -> dict[str, Any]:
         if problem:
             raise DecodeError(f"{where}: corrupt field: {problem}")
         timestamp = float(frame.timestamp) if frame.HasField("timestamp") else None
+        extra = {"raw_feature_points": _feature_points(frame)} if points else {}
         if not frame.HasField("camera"):
-            frames.append({"timestamp": timestamp, **_NO_CAMERA})
+            frames.append({"timestamp": timestamp, **_NO_CAMERA, **extra})
             offset += pb.RECORD_HEADER.size + len(record)
             continue
         camera = frame.camera
@@ -321,7 +324,20 @@ def decode_geometry(data: bytes) -> dict[str, Any]:
                 "image_height": (
                     camera.image_resolution_height if has("image_resolution_height") else None
                 ),
+                **extra,
             }
         )
         offset += pb.RECORD_HEADER.size + len(record)
     return {"frames": frames}
+
+
+def _feature_points(frame: Any) -> dict[str, Any] | None:
+    """ARKit's sparse point cloud of one frame, world coordinates, with the points' stable ids."""
+    if not frame.HasField("raw_feature_points"):
+        return None
+    cloud = frame.raw_feature_points
+    return {
+        "count": cloud.count if cloud.HasField("count") else None,
+        "point": [[float(p.x), float(p.y), float(p.z)] for p in cloud.point],
+        "identifier": [int(i) for i in cloud.identifier],
+    }

@@ -466,11 +466,47 @@ def _camera(frame: FrameValues) -> Any:
     )
 
 
+# Feature points of a sample video: this many on the box's faces and on the floor around it.
+BOX_POINTS = 24
+FLOOR_POINTS = 24
+# The share of the points ARKit reports in a frame (a different subset each frame).
+POINTS_SEEN = 0.8
+
+
+def feature_cloud(values: SampleValues, *, seed: int = 0) -> tuple[list[int], list[Vector]]:
+    """The stable feature points of a sample video: ids and world positions (float32), on the
+    faces of its box and on the floor (y = 0) within 1.5 m of it, some of them outside the
+    picture of some frames."""
+    rng = _rng(seed, values.key, "feature-points")
+    rotation, centre, scale = values.box.rotation, values.box.translation, values.box.scale
+    points: list[Vector] = []
+    for _ in range(BOX_POINTS):
+        local = [rng.uniform(-0.5, 0.5) for _ in range(3)]
+        local[rng.randrange(3)] = rng.choice((-0.5, 0.5))  # on a face
+        scaled = [local[i] * scale[i] for i in range(3)]
+        world = [
+            sum(rotation[3 * r + c] * scaled[c] for c in range(3)) + centre[r] for r in range(3)
+        ]
+        points.append((_f32(world[0]), _f32(world[1]), _f32(world[2])))
+    for _ in range(FLOOR_POINTS):
+        angle, radius = rng.uniform(0, 2 * math.pi), rng.uniform(0.3, 1.5)
+        points.append(
+            (
+                _f32(centre[0] + radius * math.cos(angle)),
+                0.0,
+                _f32(centre[2] + radius * math.sin(angle)),
+            )
+        )
+    ids = [rng.getrandbits(63) for _ in points]
+    return ids, points
+
+
 def build_geometry(values: SampleValues, *, seed: int = 0) -> bytes:
     """A `geometry.pbdata` file for the values: one length-framed `ARFrame` per frame.
 
-    Besides the camera, each frame carries a small feature point cloud and one horizontal
-    plane anchor, so the file exercises the packed and the unpacked repeated fields too.
+    Besides the camera, each frame carries its feature point cloud (a seeded subset of
+    `feature_cloud`: stable ids, points on the box and on the floor) and one horizontal plane
+    anchor (the floor), so the file exercises the packed and the unpacked repeated fields too.
 
     Args:
         values: From `sample_values`.
@@ -481,12 +517,10 @@ def build_geometry(values: SampleValues, *, seed: int = 0) -> bytes:
     """
     rng = _rng(seed, values.key, "geometry")
     plane_id = f"{rng.getrandbits(128):032X}"
+    ids, cloud = feature_cloud(values, seed=seed)
     records: list[bytes] = []
     for frame in values.frames:
-        points = [
-            pb.Point(x=rng.uniform(-1, 1), y=rng.uniform(0, 1), z=rng.uniform(-1, 1))
-            for _ in range(16)
-        ]
+        seen = [i for i in range(len(cloud)) if rng.random() < POINTS_SEEN]
         message = pb.ARFrame(
             timestamp=frame.timestamp,
             camera=_camera(frame),
@@ -496,13 +530,13 @@ def build_geometry(values: SampleValues, *, seed: int = 0) -> bytes:
                     transform=[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
                     alignment=pb.ARPlaneAnchor.HORIZONTAL,
                     center=pb.PlaneVector(x=0.0, y=0.0, z=0.0),
-                    extent=pb.PlaneVector(x=2.0, y=0.0, z=2.0),
+                    extent=pb.PlaneVector(x=3.0, y=0.0, z=3.0),
                 )
             ],
             raw_feature_points=pb.ARPointCloud(
-                count=len(points),
-                point=points,
-                identifier=[rng.getrandbits(63) for _ in points],
+                count=len(seen),
+                point=[pb.Point(x=cloud[i][0], y=cloud[i][1], z=cloud[i][2]) for i in seen],
+                identifier=[ids[i] for i in seen],
             ),
         )
         records.append(message.SerializeToString())
