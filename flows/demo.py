@@ -87,6 +87,7 @@ def run_demo(
             videos_per_shard=shard_size,
             max_shards=max_shards,
             concurrency_limit=None,
+            ar_points=True,
         )
         frames_local = workdir / "frames"
         copy_folder(open_storage(frames_url), frames_local)
@@ -102,12 +103,17 @@ def run_demo(
             print(f"  {entry['video']}: {entry['reason']}")
         if frame_samples:
             image, labels = frame_samples[0]["jpg"], frame_samples[0]["json"]
+            seen = sum(place is not None for place in labels["points"]["image"])
             print(
                 f"Copied to {frames_local}; first sample {labels['key']}: image "
                 f"{image.shape[1]}x{image.shape[0]}, class {labels['class']}, "
-                f"{len(labels['objects'])} object(s)"
+                f"{len(labels['objects'])} object(s), {len(labels['points']['ids'])} AR feature "
+                f"points ({seen} in the picture; ar_points=true)"
             )
-        print(f"Preview (frames with their boxes): {frames_local / 'objectron-frames-preview.jpg'}")
+        print(
+            "Preview (frames with their boxes and feature points): "
+            f"{frames_local / 'objectron-frames-preview.jpg'}"
+        )
         print("  .venv/bin/objectron-wds preview FRAME_SHARD.tar --out preview.jpg")
         if keep_running:
             print()
