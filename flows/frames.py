@@ -97,7 +97,9 @@ def objectron_to_frames(
             kept (Objectron's 1440x1920 becomes exactly 480x640); `full` keeps the decoded size.
         jpeg_quality: JPEG quality, 1-100 (libjpeg-turbo).
         concurrency: Shards built at the same time by this run. Each build decodes one video
-            at a time with FFmpeg's threads; 2 keeps a 2-core machine busy.
+            at a time in a frame worker process (about one core; OBJECTRON_WDS_FRAME_PROCESSES
+            caps the workers, default the core count): 2 keeps a 2-core machine busy; on a big
+            machine use about its core count.
         concurrency_limit: Tag of a Prefect task concurrency limit that bounds builds across
             all runs and workers (created by `objectron-wds setup`). Empty = none.
         chunk_size_mib: Upload chunk size in MiB (GCS resumable uploads).
