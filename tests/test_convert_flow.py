@@ -53,12 +53,14 @@ def check_sample_against_source(sample: dict[str, Any], source: SourceBucket) ->
         assert meta["sources"][field]["url"] == f"{source.url}/videos/{key}/{filename}"
         assert meta["sources"][field]["size"] == len(sample[field])
     assert json.loads(sample["geometry.json"]) == json.loads(
-        json.dumps(decode_geometry(sample["geometry.pbdata"]))
+        json.dumps(decode_geometry(sample["geometry.pbdata"], lossless=True))
     )
     if key in source.dataset.annotated:
         assert sample["anno.pbdata"] == source.storage.read_bytes(f"annotations/{key}.pbdata")
         anno = json.loads(sample["anno.json"])
-        assert anno == json.loads(json.dumps(decode_annotation(sample["anno.pbdata"])))
+        assert anno == json.loads(
+            json.dumps(decode_annotation(sample["anno.pbdata"], lossless=True))
+        )
         assert len(anno["frames"]) == len(json.loads(sample["geometry.json"])["frames"])
     else:
         assert "anno.pbdata" not in sample and "anno.json" not in sample

@@ -29,6 +29,8 @@ from google.protobuf import descriptor, unknown_fields
 from google.protobuf import message as protobuf_message
 
 from tasks.objectron import proto as pb
+from tasks.objectron.lossless import converter as lossless_converter
+from tasks.objectron.lossless import message_document
 
 __all__ = ["DecodeError", "decode_annotation", "decode_geometry"]
 
@@ -182,11 +184,13 @@ def _object_annotation(annotation: Any) -> dict[str, Any]:
     }
 
 
-def decode_annotation(data: bytes) -> dict[str, Any]:
+def decode_annotation(data: bytes, *, lossless: bool = False) -> dict[str, Any]:
     """Decode an annotation file (`annotations/CLASS/batch-I/J.pbdata`, one `Sequence`).
 
     Args:
         data: The whole file.
+        lossless: Add `"sequence"`: the file's `Sequence` with every field of the official
+            schema (tasks/objectron/lossless.py); the JSON twins have it.
 
     Returns:
         `{"objects": [...], "frames": [...]}`. Each object is `{"id", "category", "type",
@@ -248,6 +252,8 @@ def decode_annotation(data: bytes) -> dict[str, Any]:
         }
         for frame in sequence.frame_annotations
     ]
+    if lossless:
+        return {"objects": objects, "frames": frames, "sequence": message_document(sequence)}
     return {"objects": objects, "frames": frames}
 
 
@@ -265,7 +271,7 @@ _NO_CAMERA: dict[str, Any] = dict.fromkeys(
 )
 
 
-def decode_geometry(data: bytes, *, points: bool = False) -> dict[str, Any]:
+def decode_geometry(data: bytes, *, points: bool = False, lossless: bool = False) -> dict[str, Any]:
     """Decode an AR metadata file (`geometry.pbdata`: length-framed `ARFrame` records).
 
     The timestamp and the camera of each frame are decoded (with `points`, also its raw
@@ -275,6 +281,8 @@ def decode_geometry(data: bytes, *, points: bool = False) -> dict[str, Any]:
         data: The whole file.
         points: Add `"raw_feature_points": {"count", "point" ([x, y, z] each, world
             coordinates), "identifier"}` to each frame (None where the record has none).
+        lossless: Add `"records"`: every record as `ARFrame` with every field of the official
+            schema (tasks/objectron/lossless.py); the JSON twins have it.
 
     Returns:
         `{"frames": [...]}`, one entry per record in file order: `{"timestamp",
@@ -295,10 +303,14 @@ def decode_geometry(data: bytes, *, points: bool = False) -> dict[str, Any]:
         raise DecodeError(f"geometry: {exc}") from exc
 
     frames: list[dict[str, Any]] = []
+    mirror: list[dict[str, Any]] = []
+    to_document = lossless_converter(pb.ARFrame.DESCRIPTOR) if lossless else None
     offset = 0
     for index, record in enumerate(records):
         where = f"geometry record {index} (byte offset {offset})"
         frame = _parse(pb.ARFrame, record, where)
+        if to_document is not None:
+            mirror.append(to_document(frame))
         problem = _wire_type_problem(frame, record, "ARFrame", _GEOMETRY_UNCHECKED)
         if problem:
             raise DecodeError(f"{where}: corrupt field: {problem}")
@@ -328,7 +340,7 @@ def decode_geometry(data: bytes, *, points: bool = False) -> dict[str, Any]:
             }
         )
         offset += pb.RECORD_HEADER.size + len(record)
-    return {"frames": frames}
+    return {"frames": frames, "records": mirror} if lossless else {"frames": frames}
 
 
 def _feature_points(frame: Any) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ with the same output; `OBJECTRON_WDS_DECODE_PROCESSES=0` asks for that.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import orjson
@@ -35,7 +36,11 @@ DecodeKind = Literal["geometry", "annotation"]
 # Worker processes for decoding; 0 decodes in the build thread. Default: one per CPU.
 PROCESSES_VARIABLE = "OBJECTRON_WDS_DECODE_PROCESSES"
 KINDS: tuple[DecodeKind, ...] = ("geometry", "annotation")
-_DECODERS = {"geometry": decode_geometry, "annotation": decode_annotation}
+# The twins are lossless: the flattened views and every field of the official schema.
+_DECODERS = {
+    "geometry": functools.partial(decode_geometry, lossless=True),
+    "annotation": functools.partial(decode_annotation, lossless=True),
+}
 
 
 def decoded_json(kind: DecodeKind, raw: bytes) -> bytes:

@@ -13,10 +13,12 @@ and must match the files in gs://objectron exactly; names only matter to this mo
   `annotations/CLASS/batch-I/J.pbdata` file, with `Object`, `KeyPoint`, `FrameAnnotation`,
   `ObjectAnnotation`, `AnnotatedKeyPoint`, `Point3D`, `NormalizedPoint2D`.
 - `research.compvideo.arcapture` (proto2): `ARFrame`, one record of `geometry.pbdata`, with
-  `ARCamera` (and `EulerAngles`), `ARPlaneAnchor` (and `PlaneVector`), `ARPointCloud` (and
-  `Point`). `ARPlaneGeometry`, `ARLightEstimate`, `AVDepthData`, `ARFaceAnchor` and
-  `CMMotionManagerSnapshot` are declared without fields: nothing here reads them, and their
-  bytes are kept as unknown fields, which protobuf allows.
+  every message ARFrame reaches, with every field of Objectron's `a_r_capture_metadata.proto`:
+  `ARCamera`, `AVDepthData` (and `AVCameraCalibrationData`), `ARLightEstimate`, `ARFaceAnchor`
+  (`ARFaceGeometry`, `ARBlendShapeMap`), `ARPlaneAnchor` (`ARPlaneGeometry`), `ARPointCloud`,
+  `CMMotionManagerSnapshot` (`CMDeviceMotion`, `CMAccelerometerData`, `CMGyroData`,
+  `CMMagnetometerData`, `CMVector`, `CMCalibratedMagneticField`). The lossless JSON twins
+  (tasks/objectron/lossless.py) carry every one of them.
 
 The messages live in a private `DescriptorPool`, so they cannot clash with another copy of the
 same schema registered in the default pool (for example Objectron's own generated modules).
@@ -82,6 +84,7 @@ _INT32 = _FD.TYPE_INT32
 _INT64 = _FD.TYPE_INT64
 _BOOL = _FD.TYPE_BOOL
 _STRING = _FD.TYPE_STRING
+_BYTES = _FD.TYPE_BYTES
 _ENUM = _FD.TYPE_ENUM
 _MESSAGE = _FD.TYPE_MESSAGE
 
@@ -144,15 +147,116 @@ def _arcapture_file() -> descriptor_pb2.FileDescriptorProto:
     f = descriptor_pb2.FileDescriptorProto(
         name="a_r_capture_metadata.proto", package=ARCAPTURE_PACKAGE, syntax="proto2"
     )
-    # Only their field numbers in ARFrame matter here; their content stays as unknown fields.
-    for empty in (
-        "AVDepthData",
-        "ARLightEstimate",
-        "ARFaceAnchor",
-        "ARPlaneGeometry",
-        "CMMotionManagerSnapshot",
+    xyz = [("x", 1, _FLOAT), ("y", 2, _FLOAT), ("z", 3, _FLOAT)]
+    uv = [("u", 1, _FLOAT), ("v", 2, _FLOAT)]
+
+    calibration = _message(f, "AVCameraCalibrationData")
+    _field(calibration, "intrinsic_matrix", 1, _FLOAT, repeated=True, packed=True)
+    _field(calibration, "intrinsic_matrix_reference_dimension_width", 2, _FLOAT)
+    _field(calibration, "intrinsic_matrix_reference_dimension_height", 3, _FLOAT)
+    _field(calibration, "extrinsic_matrix", 4, _FLOAT, repeated=True, packed=True)
+    _field(calibration, "pixel_size", 5, _FLOAT)
+    _field(calibration, "lens_distortion_lookup_values", 6, _FLOAT, repeated=True, packed=True)
+    _field(
+        calibration, "inverse_lens_distortion_lookup_values", 7, _FLOAT, repeated=True, packed=True
+    )
+    _field(calibration, "lens_distortion_center_x", 8, _FLOAT)
+    _field(calibration, "lens_distortion_center_y", 9, _FLOAT)
+
+    depth = _message(f, "AVDepthData")
+    _enum(depth, "Accuracy", ["UNDEFINED_ACCURACY", "RELATIVE", "ABSOLUTE"])
+    _enum(depth, "Quality", ["UNDEFINED_QUALITY", "HIGH", "LOW"])
+    dep = f"{pkg}.AVDepthData"
+    _field(depth, "depth_data_map", 1, _BYTES)
+    _field(depth, "depth_data_type", 2, _STRING)
+    _field(depth, "depth_data_accuracy", 3, _ENUM, type_name=f"{dep}.Accuracy", default="RELATIVE")
+    _field(depth, "depth_data_filtered", 4, _BOOL)
+    _field(depth, "depth_data_quality", 5, _ENUM, type_name=f"{dep}.Quality")
+    _field(
+        depth, "camera_calibration_data", 6, _MESSAGE, type_name=f"{pkg}.AVCameraCalibrationData"
+    )
+    _field(depth, "depth_data_map_original_minimum_value", 7, _FLOAT)
+    _field(depth, "depth_data_map_original_maximum_value", 8, _FLOAT)
+    _field(depth, "depth_data_map_width", 9, _INT32)
+    _field(depth, "depth_data_map_height", 10, _INT32)
+    _field(depth, "depth_data_map_raw_values", 11, _BYTES)
+
+    light = _message(f, "ARLightEstimate")
+    _message(light, "DirectionVector", xyz)
+    _field(light, "ambient_intensity", 1, _DOUBLE)
+    _field(light, "ambient_color_temperature", 2, _DOUBLE)
+    _field(light, "spherical_harmonics_coefficients", 3, _FLOAT, repeated=True, packed=True)
+    _field(
+        light, "primary_light_direction", 4, _MESSAGE,
+        type_name=f"{pkg}.ARLightEstimate.DirectionVector",
+    )  # fmt: skip
+    _field(light, "primary_light_intensity", 5, _FLOAT)
+
+    for surface in ("ARFaceGeometry", "ARPlaneGeometry"):
+        geometry = _message(f, surface)
+        _message(geometry, "Vertex", xyz)
+        _message(geometry, "TextureCoordinate", uv)
+        vertex, texture = f"{pkg}.{surface}.Vertex", f"{pkg}.{surface}.TextureCoordinate"
+        _field(geometry, "vertices", 1, _MESSAGE, repeated=True, type_name=vertex)
+        _field(geometry, "vertex_count", 2, _INT32)
+        _field(geometry, "texture_coordinates", 3, _MESSAGE, repeated=True, type_name=texture)
+        _field(geometry, "texture_coordinate_count", 4, _INT32)
+        _field(geometry, "triangle_indices", 5, _INT32, repeated=True, packed=True)
+        _field(geometry, "triangle_count", 6, _INT32)
+        if surface == "ARPlaneGeometry":
+            _field(geometry, "boundary_vertices", 7, _MESSAGE, repeated=True, type_name=vertex)
+            _field(geometry, "boundary_vertex_count", 8, _INT32)
+
+    blend = _message(f, "ARBlendShapeMap")
+    _message(
+        blend, "MapEntry",
+        [("blend_shape_location", 1, _STRING), ("blend_shape_coefficient", 2, _FLOAT)],
+    )  # fmt: skip
+    entry = f"{pkg}.ARBlendShapeMap.MapEntry"
+    _field(blend, "entries", 1, _MESSAGE, repeated=True, type_name=entry)
+
+    face = _message(f, "ARFaceAnchor")
+    _field(face, "geometry", 1, _MESSAGE, type_name=f"{pkg}.ARFaceGeometry")
+    _field(face, "blend_shapes", 2, _MESSAGE, type_name=f"{pkg}.ARBlendShapeMap")
+    _field(face, "transform", 3, _FLOAT, repeated=True)  # not packed in the .proto
+    _field(face, "is_tracked", 4, _BOOL)
+
+    _message(f, "CMVector", [("x", 1, _DOUBLE), ("y", 2, _DOUBLE), ("z", 3, _DOUBLE)])
+    vector = f"{pkg}.CMVector"
+    magnetic = _message(f, "CMCalibratedMagneticField")
+    _enum(magnetic, "CalibrationAccuracy", ["UNCALIBRATED", "LOW", "MEDIUM", "HIGH"])
+    _field(magnetic, "field", 1, _MESSAGE, type_name=vector)
+    _field(
+        magnetic, "calibration_accuracy", 2, _ENUM,
+        type_name=f"{pkg}.CMCalibratedMagneticField.CalibrationAccuracy",
+    )  # fmt: skip
+    motion = _message(f, "CMDeviceMotion")
+    _message(
+        motion, "Quaternion",
+        [("x", 1, _DOUBLE), ("y", 2, _DOUBLE), ("z", 3, _DOUBLE), ("w", 4, _DOUBLE)],
+    )  # fmt: skip
+    _field(motion, "timestamp", 1, _DOUBLE)
+    _field(motion, "attitude_quaternion", 2, _MESSAGE, type_name=f"{pkg}.CMDeviceMotion.Quaternion")
+    _field(motion, "gravity", 3, _MESSAGE, type_name=vector)
+    _field(motion, "user_acceleration", 4, _MESSAGE, type_name=vector)
+    _field(motion, "magnetic_field", 5, _MESSAGE, type_name=f"{pkg}.CMCalibratedMagneticField")
+    _field(motion, "rotation_rate", 6, _MESSAGE, type_name=vector)
+    for name, value in (
+        ("CMAccelerometerData", "acceleration"),
+        ("CMGyroData", "rotation_rate"),
+        ("CMMagnetometerData", "magnetic_field"),
     ):
-        _message(f, empty)
+        _message(f, name, [("timestamp", 1, _DOUBLE), (value, 2, _MESSAGE, False, vector)])
+    _message(
+        f,
+        "CMMotionManagerSnapshot",
+        [
+            ("device_motion", 1, _MESSAGE, True, f"{pkg}.CMDeviceMotion"),
+            ("accelerometer_data", 2, _MESSAGE, True, f"{pkg}.CMAccelerometerData"),
+            ("gyro_data", 3, _MESSAGE, True, f"{pkg}.CMGyroData"),
+            ("magnetometer_data", 4, _MESSAGE, True, f"{pkg}.CMMagnetometerData"),
+        ],
+    )
 
     camera = _message(f, "ARCamera")
     _enum(camera, "TrackingState", ["UNDEFINED_TRACKING_STATE", "UNAVAILABLE", "LIMITED", "NORMAL"])
