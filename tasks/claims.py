@@ -130,6 +130,7 @@ def try_claim(
     """
     lease = lease_seconds if lease_seconds is not None else configured_lease_seconds()
     name = claim_name(tar_name)
+    unreadable = 0
     while True:
         mine = new_claim(owner, lease)
         try:
@@ -140,8 +141,17 @@ def try_claim(
             pass
         try:
             theirs = Claim.from_json(dest.read_bytes(name))
-        except (ObjectNotFound, ValueError, TypeError):
-            continue  # released or half-visible just now: try again
+        except ObjectNotFound:
+            continue  # released just now: try again
+        except (ValueError, TypeError):
+            unreadable += 1
+            if unreadable < 3:
+                time.sleep(0.1)
+                continue  # half-visible just now: try again
+            # Not a claim any builder wrote whole (a crash mid-write on a local disk): dead.
+            log(f"{tar_name}: removing an unreadable claim object")
+            dest.delete(name)
+            continue
         if is_live(theirs):
             return theirs
         log(f"{tar_name}: taking over the dead claim of {theirs.describe()}")

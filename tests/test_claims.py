@@ -115,3 +115,13 @@ def test_lease_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv(LEASE_ENV, "soon")
     with pytest.raises(ValueError, match=LEASE_ENV):
         configured_lease_seconds()
+
+
+def test_an_unreadable_claim_object_is_removed_and_taken(tmp_path: Path) -> None:
+    dest = LocalStorage(tmp_path)
+    dest.create_bytes(claim_name("a.tar"), b'{"token": "cut sho', durable=False)
+    said: list[str] = []
+    held = try_claim(dest, "a.tar", owner="run", log=said.append, lease_seconds=60.0)
+    assert isinstance(held, HeldClaim)
+    assert said == ["a.tar: removing an unreadable claim object"]
+    release(held)
