@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -28,15 +29,16 @@ from prefect.runtime import flow_run
 
 from flows.artifacts import TABLE_KEY, RunReport
 from flows.shards import BuildOutcome, ShardsFailed, build_planned_shards, failed_message
-from tasks.build import STATUS_BUILT
+from tasks.build import STATUS_BUILT, STATUS_EXISTS, existing_shard_stats
 from tasks.claims import Claim, configured_lease_seconds, is_live
 from tasks.parameters import InvalidInput
 from tasks.plan_file import PlanFile, read_plan_file, write_plan_file
-from tasks.specs import SpecUpload
+from tasks.specs import ShardFiles, SpecUpload, read_spec
+from tasks.stats import ShardStats
 from tasks.storage import ObjectNotFound, Storage, open_storage
 
 FINISHED_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-WATCH_SECONDS = 3.0
+WATCH_SECONDS = 2.0
 # After the plan is complete, how long children get to end and publish their tables; one
 # still running then is reported as lost (or slow), and the parent does not wait for it.
 CHILD_GRACE_SECONDS = 20.0
@@ -144,23 +146,51 @@ def build_with_children(
     )  # fmt: skip
     report = RunReport(len(specs.digests), description, frames=frames)
     why = _watch(storage, list(specs.digests), [run_id for run_id, _ in children], report)
-    logger.info("%s; confirming every shard of the plan", why)
-    outcome = build_planned_shards(
-        source,
-        dest,
-        specs,
-        description=description,
-        concurrency=concurrency,
-        concurrency_limit=concurrency_limit,
-        overwrite=overwrite,
-        chunk_size_mib=chunk_size_mib,
-        frames=frames,
-        report=report,
-    )
+    names = {info.name for info in storage.list()}
+    present = [shard for shard in specs.digests if shard in names]
+    missing = {shard: d for shard, d in specs.digests.items() if shard not in names}
+    logger.info("%s; %d shards complete, %d to build here", why, len(present), len(missing))
+    # The children checked and committed these: read their stats (in parallel, no task run
+    # each), so the table, index and summary cover the whole plan.
+    with ThreadPoolExecutor(16, thread_name_prefix="read stats") as pool:
+        complete = list(pool.map(lambda s: _complete_stats(storage, s, specs.digests[s]), present))
+    for stats in complete:
+        report.shard_finished(stats)
+    outcome = BuildOutcome([], [])
+    if missing:
+        outcome = build_planned_shards(
+            source,
+            dest,
+            SpecUpload(digests=missing, written=[], unchanged=[], replaced=[], existing_shards=[]),
+            description=description,
+            concurrency=concurrency,
+            concurrency_limit=concurrency_limit,
+            overwrite=overwrite,
+            chunk_size_mib=chunk_size_mib,
+            frames=frames,
+            report=report,
+        )
+    else:
+        report.publish_table()
+    outcome = BuildOutcome(complete + outcome.stats, outcome.failures)
     reports = _child_reports(children)
     for child in reports:
         (logger.info if child.reported else logger.warning)("Child run %s", child.line())
     return FanOutOutcome(outcome, reports)
+
+
+def _complete_stats(storage: Storage, shard: str, digest: str) -> ShardStats:
+    """The stats of a shard a child committed: its stats file, or (none, or of another spec)
+    what its spec and the tar say."""
+    files = ShardFiles(shard.removesuffix(".tar"))
+    try:
+        stats = ShardStats.from_json(storage.read_bytes(files.stats))
+    except ObjectNotFound:
+        stats = None
+    if stats is not None and stats.spec_digest == digest:
+        stats.status = STATUS_EXISTS
+        return stats
+    return existing_shard_stats(storage, read_spec(storage, files.base), digest)
 
 
 def build_for_parent(

@@ -11,8 +11,11 @@ divide the plan between them, and each ends only when the whole plan is complete
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from prefect import get_run_logger
@@ -21,7 +24,7 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.artifacts import RunReport
 from flows.backpressure import ServerBackPressure
 from tasks.build import STATUS_CACHED, build, run_owner
-from tasks.claims import POLL_SECONDS, Claim, HeldClaim, release, try_claim
+from tasks.claims import POLL_SECONDS, HeldClaim, claim_name, release, try_claim
 from tasks.policy import existing_tag_limit
 from tasks.specs import SpecUpload
 from tasks.stats import ShardStats
@@ -54,9 +57,22 @@ class _Next:
     held: HeldClaim | None
 
 
+# How old the listing of the destination that tells complete and claimed shards apart may be;
+# and how often the claim of a shard another run holds is read again. A run walks the whole
+# plan, so what it asks per shard it does not build is what bounds N runs of one plan on a slow
+# link (benchmarks/RESULTS.md, 2026-12-04, issue 19).
+LISTING_SECONDS = 2.0
+RECHECK_SECONDS = 5.0
+
+
 class _SharedPlan:
     """Which shard this run builds next: unclaimed ones in plan order, then the ones other runs
-    held, as each is committed or its claim dies."""
+    held, as each is committed or its claim dies.
+
+    A listing of the destination (one request per 1,000 names, at most every LISTING_SECONDS)
+    says which shards are complete and which are claimed, so a shard another run holds costs no
+    request of its own; only a shard that looks free is claimed (one small create-only write).
+    """
 
     def __init__(self, dest: Storage, digests: dict[str, str], present: set[str]) -> None:
         self.dest = dest
@@ -66,48 +82,76 @@ class _SharedPlan:
         self.owner = run_owner()
         self.log = get_run_logger().info
         self._said_waiting = 0.0
+        # Shard names share the series: list only what starts with their common prefix (of
+        # characters, not path components: "objectron-0000").
+        self._prefix = os.path.commonprefix(list(digests)) if digests else ""  # noqa: RUF071
+        self._names: set[str] = set()
+        self._listed_at = -math.inf
+        self._checked: dict[str, float] = {}
 
     def remaining(self) -> bool:
         return bool(self.fresh or self.put_aside)
 
+    def _listing(self) -> set[str]:
+        if time.monotonic() - self._listed_at >= LISTING_SECONDS:
+            self._names = {info.name for info in self.dest.list(self._prefix)}
+            self._listed_at = time.monotonic()
+        return self._names
+
     def take(self) -> _Next | None:
         """The next shard to submit, or None when every shard left is held by another run."""
+        names = self._listing()
         while self.fresh:
             shard, digest = self.fresh.popleft()
-            ready = self._ready(shard, digest)
-            if ready is not None:
-                return ready
+            if shard in self.present or shard in names:
+                return _Next(shard, digest, None)
+            if claim_name(shard) in names:
+                self._put_aside(shard, digest, "another run")
+                continue
+            attempt = try_claim(self.dest, shard, owner=self.owner, log=self.log)
+            if isinstance(attempt, HeldClaim):
+                return _Next(shard, digest, attempt)
+            self._put_aside(shard, digest, attempt.describe())
+        now = time.monotonic()
         for shard, digest in list(self.put_aside.items()):
-            ready = self._ready(shard, digest, again=True)
-            if ready is not None:
+            if shard in names:
                 del self.put_aside[shard]
-                return ready
+                return _Next(shard, digest, None)
+            if now - self._checked.get(shard, -math.inf) < RECHECK_SECONDS:
+                continue
+            self._checked[shard] = now
+            if claim_name(shard) not in names and self.dest.exists(shard):
+                del self.put_aside[shard]  # committed since the listing
+                return _Next(shard, digest, None)
+            # Live: still theirs. Dead (lease out, or its process gone): taken over here.
+            attempt = try_claim(self.dest, shard, owner=self.owner, log=self.log)
+            if isinstance(attempt, HeldClaim):
+                del self.put_aside[shard]
+                return _Next(shard, digest, attempt)
         if self.put_aside and time.monotonic() - self._said_waiting > 60:
             self._said_waiting = time.monotonic()
-            names = sorted(self.put_aside)
+            waiting = sorted(self.put_aside)
             self.log(
-                f"Waiting for {len(names)} shard(s) being built by other runs: "
-                + ", ".join(names[:5])
-                + (" ..." if len(names) > 5 else "")
+                f"Waiting for {len(waiting)} shard(s) being built by other runs: "
+                + ", ".join(waiting[:5])
+                + (" ..." if len(waiting) > 5 else "")
             )
         return None
 
-    def _ready(self, shard: str, digest: str, *, again: bool = False) -> _Next | None:
-        if shard in self.present or self.dest.exists(shard):
-            return _Next(shard, digest, None)
-        attempt = try_claim(self.dest, shard, owner=self.owner, log=self.log)
-        if isinstance(attempt, HeldClaim):
-            return _Next(shard, digest, attempt)
-        if not again:
-            self._put_aside(shard, digest, attempt)
-        return None
-
-    def _put_aside(self, shard: str, digest: str, holder: Claim) -> None:
+    def _put_aside(self, shard: str, digest: str, holder: str) -> None:
         self.put_aside[shard] = digest
+        self._checked[shard] = time.monotonic()
         self.log(
-            f"{shard}: already being built by {holder.describe()}; building other shards "
-            "first, then coming back to it"
+            f"{shard}: already being built by {holder}; building other shards first, then "
+            "coming back to it"
         )
+
+
+def _release(held: HeldClaim) -> None:
+    try:
+        release(held)
+    except Exception as exc:  # its lease ends it anyway
+        get_run_logger().warning("could not remove the claim %s: %s", held.name, exc)
 
 
 def build_planned_shards(
@@ -141,6 +185,7 @@ def build_planned_shards(
     failures: list[str] = []
     in_flight: dict[PrefectFuture[ShardStats], _Next] = {}
     pressure = ServerBackPressure("build ")
+    releaser = ThreadPoolExecutor(4, thread_name_prefix="release claims")
 
     def collect(future: PrefectFuture[ShardStats]) -> None:
         pressure.finished()
@@ -153,7 +198,8 @@ def build_planned_shards(
             return
         finally:
             if item.held is not None:
-                release(item.held)
+                # Off the submitting thread: two requests each, the next build need not wait.
+                releaser.submit(_release, item.held)
         if future.state.name == "Cached":
             # The record is from the run that built it; this run did not build it again.
             result = replace(result, status=STATUS_CACHED, seconds=0.0)
@@ -192,7 +238,8 @@ def build_planned_shards(
     finally:
         for item in in_flight.values():  # only when interrupted: release what is left
             if item.held is not None:
-                release(item.held)
+                releaser.submit(_release, item.held)
+        releaser.shutdown(wait=True)
     if pressure.waited_seconds >= 1:
         logger.info("Waited %.0f s for the Prefect server to record runs", pressure.waited_seconds)
     report.publish_table()
