@@ -103,5 +103,9 @@ def test_spec_bytes_are_those_of_the_first_spec_format() -> None:
     assert spec.to_json() == first_format(spec)
     options = FrameOptions(stride=2, image_size="480x640", jpeg_quality=90, shuffle_seed=0)
     framed = json.loads(replace(spec, frames=options).to_json())
-    assert framed.pop("frames") == asdict(options)
+    # The first frame format's options, exactly: ar_points off is not written.
+    first_options = {"stride": 2, "image_size": "480x640", "jpeg_quality": 90, "shuffle_seed": 0}
+    assert framed.pop("frames") == first_options
     assert framed == json.loads(first_format(spec))
+    with_points = json.loads(replace(spec, frames=replace(options, ar_points=True)).to_json())
+    assert with_points["frames"] == {**first_options, "ar_points": True}
