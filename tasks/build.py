@@ -23,10 +23,10 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run as prefect_flow_run
 
 from tasks.claims import hold_claim
+from tasks.members import ANNOTATION, GEOMETRY
 from tasks.objectron.decode import DecodeError
 from tasks.objectron.decode_pool import DecodeKind, PendingDecode
 from tasks.policy import RETRY_POLICY, redact_errors
-from tasks.samples import ANNOTATION, GEOMETRY
 from tasks.specs import MemberSpec, ShardFiles, ShardSpec
 from tasks.stats import DecodeFailure, MemberStats, ShardStats
 from tasks.storage import (

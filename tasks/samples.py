@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.members import ANNOTATION, GEOMETRY, VIDEO
 from tasks.policy import RETRY_POLICY, redact_errors
 from tasks.storage import ObjectInfo
 
 # Member extensions inside the tar, in the order they are written for each sample.
-VIDEO, GEOMETRY, ANNOTATION, METADATA = "video.mov", "geometry.pbdata", "anno.pbdata", "json"
 
 _VIDEO_NAME = re.compile(r"^videos/(?P<key>[^/]+/[^/]+/[^/]+)/video\.MOV$")
 # Key parts that are safe as tar paths and as WebDataset keys: no dots (WebDataset splits the

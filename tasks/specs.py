@@ -24,10 +24,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.claims import remove_dead_claims
+from tasks.members import ANNOTATION, GEOMETRY, METADATA
 from tasks.parameters import InvalidInput
 from tasks.planning import ShardPlan
 from tasks.policy import RETRY_POLICY, redact_errors
-from tasks.samples import ANNOTATION, GEOMETRY, METADATA, Sample
+from tasks.samples import Sample
 from tasks.storage import AlreadyExists, Storage, b64_to_hex
 
 SPEC_FORMAT = "objectron-wds-spec-v1"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from tasks.frames.shard import _spool_here
+from tasks.frames.spool import spool_answer
 from tasks.worker_pool import serve
 
 if __name__ == "__main__":
     # Any failure (not the video's: a reported video is a normal answer) goes back as text.
-    serve(sys.stdin.buffer, sys.stdout.buffer, _spool_here, Exception, collect_every=1)
+    serve(sys.stdin.buffer, sys.stdout.buffer, spool_answer, Exception, collect_every=20)

@@ -32,27 +32,24 @@ from typing import Any
 import google_crc32c
 import orjson
 
-from tasks.frames.labels import ImageInfo, frame_labels
-from tasks.frames.video import DecodedFrame, VideoUnreadable, decode_frames
-from tasks.objectron.decode import DecodeError, decode_annotation, decode_geometry
-from tasks.parameters import check_image_size
-from tasks.samples import ANNOTATION, GEOMETRY, METADATA, VIDEO
+from tasks.frames.spool import (
+    FrameWorkFailed,
+    VideoJob,
+    VideoReported,
+    spool_answer,
+)
+from tasks.members import ANNOTATION, GEOMETRY, METADATA, VIDEO
 from tasks.specs import FrameOptions, MemberSpec, ShardSpec
 from tasks.stats import MemberStats, ReportedVideo
 from tasks.storage import Storage
 from tasks.tar import TarStreamWriter, check_checksum, read_pieces, read_whole
 from tasks.worker_pool import WorkerPool
 
-FRAME_ID_DIGITS = 6
 IMAGE, LABELS = "jpg", "json"
 # A shard whose videos were all reported holds this one member: a tar of only the pax header
 # is refused by Python's tarfile (and so by webdataset), while webdataset skips top-level
 # `__NAME__` members (its metadata convention), so readers see an empty shard.
 EMPTY_MEMBER = "__no_samples__"
-
-
-class VideoReported(Exception):
-    """This video gives no samples; the message is the reason recorded in the shard's stats."""
 
 
 @dataclass(frozen=True)
@@ -62,44 +59,12 @@ class FrameShardResult:
     reported: list[ReportedVideo]
 
 
-def selected_frame_ids(annotated: list[int], stride: int) -> list[int]:
-    """Every `stride`-th annotated frame in frame-id order: the 1st, the (1+stride)th, ..."""
-    return sorted(set(annotated))[::stride]
-
-
 @dataclass(frozen=True)
 class _Spooled:
     key: str
     video: int  # index of the video (its spool file) in the shard
     image: tuple[int, int]  # (offset, length) in that spool file
     labels: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    """One video's frame work, as a frame worker receives it: everything is in files."""
-
-    key: str
-    video_path: str
-    annotation_path: str
-    geometry_path: str
-    metadata_text: str
-    stride: int
-    image_size: str
-    jpeg_quality: int
-    spool_path: str
-    ar_points: bool = False
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: bytes) -> VideoJob:
-        return cls(**orjson.loads(data))
-
-
-class FrameWorkFailed(Exception):
-    """A frame worker failed on a video for a reason other than the video (a bug, a full disk)."""
 
 
 def _videos(spec: ShardSpec) -> Iterator[tuple[str, dict[str, MemberSpec]]]:
@@ -127,103 +92,9 @@ def _fetch_video(source: Storage, member: MemberSpec, path: Path) -> None:
     check_checksum(member, checksum.digest().hex(), source.url_for(member.source))
 
 
-def _sources(metadata: dict[str, Any]) -> dict[str, Any]:
-    found = metadata.get("sources", {})
-
-    def pick(extension: str) -> dict[str, Any] | None:
-        entry = found.get(extension)
-        return None if entry is None else {"url": entry["url"], "generation": entry["generation"]}
-
-    return {"video": pick(VIDEO), "geometry": pick(GEOMETRY), "annotation": pick(ANNOTATION)}
-
-
-def spool_video(job: VideoJob) -> list[tuple[str, int, int, int, int]]:
-    """Decode one video's selected frames and write their JPEG and JSON to `job.spool_path`.
-
-    Returns (sample key, image offset, image length, labels offset, labels length) per sample.
-    Raises VideoReported when the video cannot give aligned samples (the spool file may then
-    hold some of its samples: the caller drops them).
-    """
-    metadata: dict[str, Any] = orjson.loads(job.metadata_text) if job.metadata_text else {}
-    try:
-        annotation = decode_annotation(Path(job.annotation_path).read_bytes())
-        geometry = decode_geometry(Path(job.geometry_path).read_bytes(), points=job.ar_points)
-    except DecodeError as exc:
-        raise VideoReported(str(exc)) from None
-
-    frames_by_id: dict[int, dict[str, Any]] = {}
-    for frame in annotation["frames"]:
-        frames_by_id.setdefault(frame["frame_id"], frame)
-    if not frames_by_id:
-        raise VideoReported("the annotation has no annotated frames")
-    needed = max(frames_by_id) + 1
-    records = geometry["frames"]
-    if len(records) < needed:
-        raise VideoReported(
-            f"misaligned: geometry has {len(records)} records, the annotation needs "
-            f"{needed} (highest frame_id {needed - 1})"
-        )
-    wanted = selected_frame_ids(list(frames_by_id), job.stride)
-    class_name = metadata.get("class") or job.key.split("/", 1)[0]
-    sources = _sources(metadata)
-    samples = []
-    with open(job.spool_path, "wb") as spool:
-        try:
-            decoded: DecodedFrame
-            for decoded in decode_frames(
-                job.video_path,
-                wanted,
-                needed_frames=needed,
-                image_size=check_image_size(job.image_size),
-                jpeg_quality=job.jpeg_quality,
-            ):
-                labels = frame_labels(
-                    video=job.key,
-                    class_name=class_name,
-                    split=metadata.get("split"),
-                    frame_id=decoded.frame_id,
-                    annotation=annotation,
-                    frame=frames_by_id[decoded.frame_id],
-                    geometry_frame=records[decoded.frame_id],
-                    image=ImageInfo(
-                        width=decoded.width,
-                        height=decoded.height,
-                        source_width=decoded.source_width,
-                        source_height=decoded.source_height,
-                        rotation=decoded.rotation,
-                    ),
-                    sources=sources,
-                    points=job.ar_points,
-                )
-                text = orjson.dumps(labels, option=orjson.OPT_SORT_KEYS)
-                image_at = spool.tell()
-                spool.write(decoded.jpeg)
-                spool.write(text)
-                samples.append(
-                    (
-                        f"{job.key}/{decoded.frame_id:0{FRAME_ID_DIGITS}d}",
-                        image_at,
-                        len(decoded.jpeg),
-                        image_at + len(decoded.jpeg),
-                        len(text),
-                    )
-                )
-        except VideoUnreadable as exc:
-            raise VideoReported(f"video: {exc}") from None
-    return samples
-
-
-def _spool_here(kind: int, payload: bytes) -> bytes:
-    """A frame job's answer (what a worker sends back): the samples, or why it is reported."""
-    try:
-        return orjson.dumps({"samples": spool_video(VideoJob.from_json(payload))})
-    except VideoReported as exc:
-        return orjson.dumps({"reported": str(exc)})
-
-
 FRAME_PROCESSES_VARIABLE = "OBJECTRON_WDS_FRAME_PROCESSES"
 _FRAME_POOL = WorkerPool(
-    "tasks.frames.frame_worker", FRAME_PROCESSES_VARIABLE, _spool_here, FrameWorkFailed, "frame"
+    "tasks.frames.frame_worker", FRAME_PROCESSES_VARIABLE, spool_answer, FrameWorkFailed, "frame"
 )
 
 
@@ -242,7 +113,7 @@ class _Pending:
 
     def answer(self) -> dict[str, Any]:
         try:
-            reply = self.future.result() if self.future else _spool_here(0, self.job.to_json())
+            reply = self.future.result() if self.future else spool_answer(0, self.job.to_json())
         finally:
             for path in (self.job.video_path, self.job.annotation_path, self.job.geometry_path):
                 Path(path).unlink(missing_ok=True)
