@@ -26,7 +26,33 @@ FIXED_MTIME = 1604448000
 DIGEST_COMMENT_PREFIX = "objectron-wds spec sha256:"
 
 
+def _ustar_template() -> bytearray:
+    """The 512-byte header every member shares, but for its name, size and checksum: the
+    fields `_tarfile_header` writes for them."""
+    template = bytearray(_tarfile_header("x", 0))
+    template[0:100] = bytes(100)
+    return template
+
+
 def _member_header(name: str, size: int) -> bytes:
+    """The member's tar header: tarfile's PAX_FORMAT bytes exactly.
+
+    The common case (an ASCII name of up to 100 bytes, under 8 GiB) is filled into a copy of
+    one template: tarfile builds every header field by field in Python, which was the largest
+    share of the GIL a frame build's process holds, two headers per frame (benchmarks/RESULTS.md,
+    issue 20). Anything else goes through tarfile (a pax extended header first)."""
+    raw = name.encode("utf-8", "strict")
+    if len(raw) > 100 or not raw.isascii() or size >= 8**11 or "\0" in name:
+        return _tarfile_header(name, size)
+    header = _TEMPLATE.copy()
+    header[0 : len(raw)] = raw
+    header[124:136] = b"%011o\0" % size
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def _tarfile_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = FIXED_MTIME
@@ -36,6 +62,9 @@ def _member_header(name: str, size: int) -> bytes:
     info.type = tarfile.REGTYPE
     # PAX: names longer than 100 bytes or not ASCII get an extended header instead of failing.
     return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+_TEMPLATE = _ustar_template()
 
 
 class TarStreamWriter:

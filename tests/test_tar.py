@@ -70,3 +70,21 @@ def test_short_source_raises_source_changed() -> None:
     tar = TarStreamWriter(io.BytesIO())
     with pytest.raises(SourceChanged, match="ended after 3 of 10 bytes"):
         tar.add_stream("a.bin", 10, io.BytesIO(b"abc"))
+
+
+def test_member_headers_are_tarfiles_bytes_exactly() -> None:
+    """The template fast path writes what tarfile's PAX_FORMAT writes, for every kind of name
+    and size (long and non-ASCII names, and sizes past ustar's 8 GiB, take tarfile's path)."""
+    import random
+    import string
+
+    from tasks.tar import _member_header, _tarfile_header
+
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "/._- "
+    names = ["a", "x" * 100, "x" * 101, "é.json", "cup/batch-1/1/000000.jpg"]
+    names += ["".join(rng.choices(alphabet, k=rng.randint(1, 100))) for _ in range(500)]
+    sizes = [0, 1, 511, 512, 513, 10**6, 8**11 - 1, 8**11, 10**12]
+    for name in names:
+        for size in (rng.choice(sizes), rng.randint(0, 10**9)):
+            assert _member_header(name, size) == _tarfile_header(name, size), (name, size)
