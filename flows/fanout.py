@@ -28,12 +28,18 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from flows.artifacts import TABLE_KEY, RunReport
-from flows.shards import BuildOutcome, ShardsFailed, build_planned_shards, failed_message
-from tasks.build import STATUS_BUILT, STATUS_EXISTS, existing_shard_stats
+from flows.shards import (
+    BuildOutcome,
+    ShardsFailed,
+    build_planned_shards,
+    failed_message,
+    shard_prefix,
+)
+from tasks.build import STATUS_BUILT, existing_shard_stats, recorded_shard_stats
 from tasks.claims import Claim, configured_lease_seconds, is_live
 from tasks.parameters import InvalidInput
 from tasks.plan_file import PlanFile, read_plan_file, write_plan_file
-from tasks.specs import ShardFiles, SpecUpload, read_spec
+from tasks.specs import SpecUpload, read_spec
 from tasks.stats import ShardStats
 from tasks.storage import ObjectNotFound, Storage, open_storage
 
@@ -146,7 +152,7 @@ def build_with_children(
     )  # fmt: skip
     report = RunReport(len(specs.digests), description, frames=frames)
     why = _watch(storage, list(specs.digests), [run_id for run_id, _ in children], report)
-    names = {info.name for info in storage.list()}
+    names = {info.name for info in storage.list(shard_prefix(list(specs.digests)))}
     present = [shard for shard in specs.digests if shard in names]
     missing = {shard: d for shard, d in specs.digests.items() if shard not in names}
     logger.info("%s; %d shards complete, %d to build here", why, len(present), len(missing))
@@ -180,17 +186,10 @@ def build_with_children(
 
 
 def _complete_stats(storage: Storage, shard: str, digest: str) -> ShardStats:
-    """The stats of a shard a child committed: its stats file, or (none, or of another spec)
-    what its spec and the tar say."""
-    files = ShardFiles(shard.removesuffix(".tar"))
-    try:
-        stats = ShardStats.from_json(storage.read_bytes(files.stats))
-    except ObjectNotFound:
-        stats = None
-    if stats is not None and stats.spec_digest == digest:
-        stats.status = STATUS_EXISTS
-        return stats
-    return existing_shard_stats(storage, read_spec(storage, files.base), digest)
+    """The stats of a shard a child committed: its stats file, or what its spec and tar say."""
+    base = shard.removesuffix(".tar")
+    recorded = recorded_shard_stats(storage, base, digest)
+    return recorded or existing_shard_stats(storage, read_spec(storage, base), digest)
 
 
 def build_for_parent(
@@ -294,10 +293,11 @@ def _start_children(
 def _watch(storage: Storage, shards: list[str], children: list[UUID], report: RunReport) -> str:
     """Wait until every shard is at the destination, or the children are gone; say which."""
     lease = configured_lease_seconds()
+    prefix = shard_prefix(shards)
     last_activity = time.monotonic()
     complete = 0
     while True:
-        names = {info.name for info in storage.list()}
+        names = {info.name for info in storage.list(prefix)}
         now_complete = sum(shard in names for shard in shards)
         if now_complete > complete:
             complete, last_activity = now_complete, time.monotonic()

@@ -82,9 +82,7 @@ class _SharedPlan:
         self.owner = run_owner()
         self.log = get_run_logger().info
         self._said_waiting = 0.0
-        # Shard names share the series: list only what starts with their common prefix (of
-        # characters, not path components: "objectron-0000").
-        self._prefix = os.path.commonprefix(list(digests)) if digests else ""  # noqa: RUF071
+        self._prefix = shard_prefix(list(digests))
         self._names: set[str] = set()
         self._listed_at = -math.inf
         self._checked: dict[str, float] = {}
@@ -145,6 +143,12 @@ class _SharedPlan:
             f"{shard}: already being built by {holder}; building other shards first, then "
             "coming back to it"
         )
+
+
+def shard_prefix(shards: list[str]) -> str:
+    """What every shard name of a plan starts with (of characters, not path components:
+    "objectron-0000"), so a listing of the destination need only cover that."""
+    return os.path.commonprefix(shards) if shards else ""  # noqa: RUF071
 
 
 def _release(held: HeldClaim) -> None:

@@ -31,6 +31,7 @@ from tasks.specs import MemberSpec, ShardFiles, ShardSpec
 from tasks.stats import DecodeFailure, MemberStats, ShardStats
 from tasks.storage import (
     AlreadyExists,
+    ObjectNotFound,
     Storage,
 )
 from tasks.tar import (
@@ -140,14 +141,24 @@ class _MemberWriter:
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
+def recorded_shard_stats(dest: Storage, base: str, digest: str) -> ShardStats | None:
+    """The stats file of a shard that exists already, if it records the spec `digest`."""
+    try:
+        stats = ShardStats.from_json(dest.read_bytes(ShardFiles(base).stats))
+    except ObjectNotFound:
+        return None
+    if stats.spec_digest != digest:
+        return None
+    stats.status = STATUS_EXISTS
+    return stats
+
+
 def existing_shard_stats(dest: Storage, spec: ShardSpec, digest: str) -> ShardStats:
     """Stats of a shard that exists already: its stats file if present, else from the spec."""
     files = ShardFiles(spec.base)
-    if dest.exists(files.stats):
-        stats = ShardStats.from_json(dest.read_bytes(files.stats))
-        if stats.spec_digest == digest:
-            stats.status = STATUS_EXISTS
-            return stats
+    recorded = recorded_shard_stats(dest, spec.base, digest)
+    if recorded is not None:
+        return recorded
     info = dest.stat(files.tar)
     # A frame shard's sample count is known only from its tar (the spec counts videos).
     samples = spec.samples if spec.frames is None else _count_samples(dest, files.tar)
