@@ -1,23 +1,33 @@
 """The cost of the lossless JSON twins: decode CPU and bytes per sample, before and after.
 
-    .venv/bin/python benchmarks/twins.py [--quick] [--frames 270] [--reps 5]
+    .venv/bin/python benchmarks/twins.py [--quick] [--frames 270] [--reps 5] [--before COMMIT]
 
-"Before" is the first twin format (the flattened views: `decode_geometry(raw)`,
-`decode_annotation(raw)`), "after" the lossless twins a `convert` run writes now (the same plus
-`records` and `sequence`: `decoded_json`), on the same files, measured alternately in one
-process: CPU time (process_time) of parsing, building the documents and writing the JSON, per
-video, median of `--reps`. The files are the sample dataset's (a 270-frame video: camera, a
-floor plane anchor and a feature point cloud per frame), with clouds of 0, 48 (the sample
-data's) and 300 points per frame (real ARKit clouds hold tens to hundreds).
+Three decoders on the same files, measured alternately in one process: CPU time (process_time)
+of parsing, building the documents and writing the JSON, per video, median of `--reps`:
+
+- "first": the first twin format (the flattened views only), the issue's baseline: the
+  decoder of commit `--before` (default d3eb2c8, whose non-lossless path is that format), read
+  with `git show` and loaded as a module of its own;
+- "then": the lossless twins as that commit wrote them (an object per point; its lossless.py
+  loaded the same way);
+- "now": the lossless twins a `convert` run writes now (`decoded_json`).
+
+The ratio and the target (<= 1.5x) are "now" against "first". The files are the sample
+dataset's (a 270-frame video: camera, a floor plane anchor and a feature point cloud per
+frame), with clouds of 0, 48 (the sample data's) and 300 points per frame (real ARKit clouds
+hold tens to hundreds). Run it in a git clone of the project (it reads the old commit).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,11 +37,12 @@ if __package__ in (None, ""):
 import orjson
 
 from tasks.objectron import proto as pb
-from tasks.objectron.decode import decode_annotation, decode_geometry
 from tasks.objectron.decode_pool import decoded_json
 from tasks.objectron.sample_data import build_annotation, build_geometry, sample_values
 
+ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.5
+Job = Callable[[bytes, bytes], tuple[bytes, bytes]]
 
 
 def geometry_with_clouds(frames: int, points: int) -> tuple[bytes, bytes]:
@@ -54,15 +65,53 @@ def geometry_with_clouds(frames: int, points: int) -> tuple[bytes, bytes]:
     return pb.join_geometry_records(records), build_annotation(values)
 
 
-def before(geometry: bytes, annotation: bytes) -> tuple[bytes, bytes]:
-    return orjson.dumps(decode_geometry(geometry)), orjson.dumps(decode_annotation(annotation))
+def _module_at(
+    commit: str, path: str, name: str, replace: tuple[str, str] | None = None
+) -> types.ModuleType:
+    """The module at `path` as it was at `commit`, loaded under `name`."""
+    source = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    if replace:
+        source = source.replace(*replace)
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    exec(compile(source, f"<{path} at {commit}>", "exec"), module.__dict__)
+    return module
 
 
-def after(geometry: bytes, annotation: bytes) -> tuple[bytes, bytes]:
+def decoders_of(commit: str) -> tuple[Job, Job]:
+    """The first format and the lossless twins of `commit`."""
+    _module_at(commit, "tasks/objectron/lossless.py", "_lossless_then")
+    old = _module_at(
+        commit,
+        "tasks/objectron/decode.py",
+        "_decode_then",
+        ("from tasks.objectron.lossless import", "from _lossless_then import"),
+    )
+
+    def first(geometry: bytes, annotation: bytes) -> tuple[bytes, bytes]:
+        return (
+            orjson.dumps(old.decode_geometry(geometry)),
+            orjson.dumps(old.decode_annotation(annotation)),
+        )
+
+    def then(geometry: bytes, annotation: bytes) -> tuple[bytes, bytes]:
+        return (
+            orjson.dumps(old.decode_geometry(geometry, lossless=True)),
+            orjson.dumps(old.decode_annotation(annotation, lossless=True)),
+        )
+
+    return first, then
+
+
+def now(geometry: bytes, annotation: bytes) -> tuple[bytes, bytes]:
     return decoded_json("geometry", geometry), decoded_json("annotation", annotation)
 
 
-def cpu_ms(job: Callable[[bytes, bytes], object], geometry: bytes, annotation: bytes) -> float:
+def cpu_ms(job: Job, geometry: bytes, annotation: bytes) -> float:
     started = time.process_time()
     job(geometry, annotation)
     return (time.process_time() - started) * 1000
@@ -73,23 +122,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=270, help="frames per video (270)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions, alternating (5)")
     parser.add_argument("--quick", action="store_true", help="30 frames, 2 repetitions")
+    parser.add_argument("--before", default="d3eb2c8", help="the commit of the old decoders")
     args = parser.parse_args(argv)
     frames, reps = (30, 2) if args.quick else (args.frames, args.reps)
-    print(f"twins of a {frames}-frame video, median of {reps} alternating repetitions")
-    print(f"{'points/frame':>12} | {'before ms':>9} | {'after ms':>8} | {'ratio':>5} | "
-          f"{'target':>6} | {'before bytes':>12} | {'after bytes':>11} | met")  # fmt: skip
+    first, then = decoders_of(args.before)
+    jobs = {"first": first, "then": then, "now": now}
+    print(f"twins of a {frames}-frame video, median of {reps} alternating repetitions; "
+          f"first format and lossless 'then' from commit {args.before}")  # fmt: skip
+    print(f"{'points/frame':>12} | {'first ms':>8} | {'then ms':>7} | {'now ms':>6} | "
+          f"{'now/first':>9} | {'target':>6} | {'first bytes':>11} | {'then bytes':>10} | "
+          f"{'now bytes':>10} | met")  # fmt: skip
     for points in (0, 48, 300):
         geometry, annotation = geometry_with_clouds(frames, points)
-        times: dict[str, list[float]] = {"before": [], "after": []}
+        # The same values, whichever decoder: only the form of the lossless part differs.
+        assert (
+            orjson.loads(now(geometry, annotation)[0])["frames"]
+            == orjson.loads(first(geometry, annotation)[0])["frames"]
+        )
+        times: dict[str, list[float]] = {kind: [] for kind in jobs}
         for _ in range(reps):
-            for kind, job in (("before", before), ("after", after)):
+            for kind, job in jobs.items():
                 times[kind].append(cpu_ms(job, geometry, annotation))
-        old, new = (statistics.median(times[k]) for k in ("before", "after"))
-        old_bytes = sum(len(part) for part in before(geometry, annotation))
-        new_bytes = sum(len(part) for part in after(geometry, annotation))
-        ratio = new / old
-        print(f"{points:>12} | {old:>9.1f} | {new:>8.1f} | {ratio:>5.2f} | "
-              f"{'<= ' + str(TARGET_RATIO):>6} | {old_bytes:>12,} | {new_bytes:>11,} | "
+        ms = {kind: statistics.median(values) for kind, values in times.items()}
+        size = {
+            kind: sum(len(part) for part in job(geometry, annotation)) for kind, job in jobs.items()
+        }
+        ratio = ms["now"] / ms["first"]
+        print(f"{points:>12} | {ms['first']:>8.1f} | {ms['then']:>7.1f} | {ms['now']:>6.1f} | "
+              f"{ratio:>9.2f} | {'<= ' + str(TARGET_RATIO):>6} | {size['first']:>11,} | "
+              f"{size['then']:>10,} | {size['now']:>10,} | "
               f"{'yes' if ratio <= TARGET_RATIO else 'NO'}")  # fmt: skip
     return 0
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import webdataset as wds
 
@@ -52,14 +53,17 @@ def check_sample_against_source(sample: dict[str, Any], source: SourceBucket) ->
         assert sample[field] == source.storage.read_bytes(f"videos/{key}/{filename}"), field
         assert meta["sources"][field]["url"] == f"{source.url}/videos/{key}/{filename}"
         assert meta["sources"][field]["size"] == len(sample[field])
-    assert json.loads(sample["geometry.json"]) == json.loads(
-        json.dumps(decode_geometry(sample["geometry.pbdata"], lossless=True))
+    assert json.loads(sample["geometry.json"]) == orjson.loads(
+        orjson.dumps(
+            decode_geometry(sample["geometry.pbdata"], lossless=True),
+            option=orjson.OPT_SERIALIZE_NUMPY,  # point clouds are arrays
+        )
     )
     if key in source.dataset.annotated:
         assert sample["anno.pbdata"] == source.storage.read_bytes(f"annotations/{key}.pbdata")
         anno = json.loads(sample["anno.json"])
-        assert anno == json.loads(
-            json.dumps(decode_annotation(sample["anno.pbdata"], lossless=True))
+        assert anno == orjson.loads(
+            orjson.dumps(decode_annotation(sample["anno.pbdata"], lossless=True))
         )
         assert len(anno["frames"]) == len(json.loads(sample["geometry.json"])["frames"])
     else:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import base64
 import itertools
+import random
 import re
 import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from google.protobuf import descriptor
 
 from tasks.objectron import proto as pb
 from tasks.objectron.decode_pool import decoded_json
-from tasks.objectron.lossless import leaf_paths
+from tasks.objectron.lossless import leaf_keys, leaf_paths, message_document
 
 _FD = descriptor.FieldDescriptor
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,9 +89,16 @@ def values_in_message(message: Any, path: list[str]) -> list[Any]:
     return items
 
 
-def values_in_document(document: Any, path: list[str]) -> list[Any]:
-    head, *rest = path
-    value = document[head]
+def values_in_document(document: Any, key: list[str]) -> list[Any]:
+    """Every value at a documented key (`camera.transform`, `raw_feature_points.point[0]`: the
+    first component of each point) below `document`."""
+    head, *rest = key
+    name, _, component = head.partition("[")
+    value = document[name]
+    if component:  # a vector's component: of the vector, or of each in a repeated one
+        index = int(component.rstrip("]"))
+        vectors = value if value and isinstance(value[0], list) else [value]
+        return [vector[index] for vector in vectors]
     items = value if isinstance(value, list) else [value]
     if rest:
         return [found for item in items for found in values_in_document(item, rest)]
@@ -117,35 +126,36 @@ def test_every_leaf_of_the_schema_is_in_the_twins_equal_to_the_protobuf_parse() 
     annotation_bytes, _ = annotation_file()
     geometry = orjson.loads(decoded_json("geometry", geometry_bytes))
     annotation = orjson.loads(decoded_json("annotation", annotation_bytes))
-    frame_paths = leaf_paths(pb.ARFrame.DESCRIPTOR)
-    sequence_paths = leaf_paths(pb.Sequence.DESCRIPTOR)
+    frame_keys = leaf_keys(pb.ARFrame.DESCRIPTOR)
+    sequence_keys = leaf_keys(pb.Sequence.DESCRIPTOR)
     # The official schema's 149 leaves (112 under ARFrame, 37 under Sequence).
-    assert (len(frame_paths), len(sequence_paths)) == (112, 37)
+    assert (len(frame_keys), len(sequence_keys)) == (112, 37)
+    assert [path for path, _ in frame_keys] == leaf_paths(pb.ARFrame.DESCRIPTOR)
 
     not_carried = []
     parsed_frames = [pb.ARFrame.FromString(r) for r in pb.split_geometry_records(geometry_bytes)]
     assert len(geometry["records"]) == len(parsed_frames) == 2
-    for path in frame_paths:
+    for path, key in frame_keys:
         for parsed, record in zip(parsed_frames, geometry["records"], strict=True):
             expected = values_in_message(parsed, path.split("."))
             try:
-                found = values_in_document(record, path.split("."))
+                found = values_in_document(record, key.split("."))
             except (KeyError, TypeError):
                 not_carried.append(f"ARFrame.{path}")
                 break
             assert expected and found == expected, (path, found, expected)
     parsed_sequence = pb.Sequence.FromString(annotation_bytes)
-    for path in sequence_paths:
+    for path, key in sequence_keys:
         expected = values_in_message(parsed_sequence, path.split("."))
         try:
-            found = values_in_document(annotation["sequence"], path.split("."))
+            found = values_in_document(annotation["sequence"], key.split("."))
         except (KeyError, TypeError):
             not_carried.append(f"Sequence.{path}")
             continue
         assert expected and found == expected, (path, found, expected)
     assert not_carried == []
     # Floats are the stored float32 widened exactly, not a shorter decimal.
-    roll = geometry["records"][0]["camera"]["euler_angles"]["roll"]
+    roll = geometry["records"][0]["camera"]["euler_angles"][0]
     assert roll == parsed_frames[0].camera.euler_angles.roll and roll != round(roll, 6)
     # The flattened views are still there, as before.
     assert set(geometry) == {"frames", "records"}
@@ -177,7 +187,73 @@ def test_absent_fields_are_null_or_the_proto3_default() -> None:
 
 def test_the_readme_field_table_lists_every_leaf() -> None:
     readme = (ROOT / "README.md").read_text()
-    listed = set(re.findall(r"^\| `((?:records|sequence)\.[a-z0-9_.]+)` \|", readme, re.MULTILINE))
-    expected = {f"records.{p}" for p in leaf_paths(pb.ARFrame.DESCRIPTOR)}
-    expected |= {f"sequence.{p}" for p in leaf_paths(pb.Sequence.DESCRIPTOR)}
+    listed = set(
+        re.findall(r"^\| `((?:records|sequence)\.[a-z0-9_.\[\]]+)` \|", readme, re.MULTILINE)
+    )
+    expected = {f"records.{key}" for _, key in leaf_keys(pb.ARFrame.DESCRIPTOR)}
+    expected |= {f"sequence.{key}" for _, key in leaf_keys(pb.Sequence.DESCRIPTOR)}
     assert sorted(expected - listed) == [] and sorted(listed - expected) == []
+
+
+def _cloud_frame(points: list[tuple[float | None, float | None, float | None]]) -> Any:
+    frame = pb.ARFrame(timestamp=2.0)
+    cloud = frame.raw_feature_points
+    cloud.count = len(points)
+    for x, y, z in points:
+        point = cloud.point.add()
+        for name, value in zip("xyz", (x, y, z), strict=True):
+            if value is not None:
+                setattr(point, name, value)
+        cloud.identifier.append(2**62 + len(cloud.identifier))
+    plane = frame.plane_anchor.add(identifier="floor")
+    for index in range(5):
+        plane.geometry.vertices.add(x=_f32(index / 3), y=0.0, z=_f32(-index / 7))
+        plane.geometry.texture_coordinates.add(u=_f32(index / 9), v=_f32(1 - index / 9))
+    return frame
+
+
+def _expected_vectors(repeated: Any, names: str) -> list[list[float | None]]:
+    """A repeated vector as the twins write it, read message by message: the reference."""
+    return [[getattr(v, n) if v.HasField(n) else None for n in names] for v in repeated]
+
+
+def test_repeated_vectors_read_from_the_wire_equal_the_message_by_message_parse() -> None:
+    rng = random.Random(7)
+    points = [
+        (_f32(rng.uniform(-9, 9)), _f32(rng.uniform(-9, 9)), _f32(rng.random())) for _ in range(300)
+    ]
+    points += [(0.0, -0.0, 1e-40), (3.4e38, -1.5, 2.0)]  # zeros and extremes are values too
+    frame = _cloud_frame(points)
+    (record,) = orjson.loads(
+        decoded_json("geometry", pb.join_geometry_records([frame.SerializeToString()]))
+    )["records"]
+    assert record["raw_feature_points"]["point"] == _expected_vectors(
+        frame.raw_feature_points.point, "xyz"
+    )
+    assert record["raw_feature_points"]["identifier"] == list(frame.raw_feature_points.identifier)
+    geometry = frame.plane_anchor[0].geometry
+    (plane,) = record["plane_anchor"]
+    assert plane["geometry"]["vertices"] == _expected_vectors(geometry.vertices, "xyz")
+    assert plane["geometry"]["texture_coordinates"] == _expected_vectors(
+        geometry.texture_coordinates, "uv"
+    )
+    assert plane["geometry"]["boundary_vertices"] == []
+
+
+def test_a_vector_encoded_otherwise_gives_the_same_json_by_the_message_path() -> None:
+    """A point without its z (proto2: absent, so null) is not the usual fixed run of bytes:
+    the wire reader declines and the message path writes the cloud, with the same values."""
+    frame = _cloud_frame([(1.5, 2.5, 3.5), (4.5, 5.5, None), (6.5, 7.5, 8.5)])
+    (record,) = orjson.loads(
+        decoded_json("geometry", pb.join_geometry_records([frame.SerializeToString()]))
+    )["records"]
+    assert record["raw_feature_points"]["point"] == [
+        [1.5, 2.5, 3.5],
+        [4.5, 5.5, None],
+        [6.5, 7.5, 8.5],
+    ]
+    # Which path wrote it: an array straight from the wire, or a list of lists.
+    assert isinstance(message_document(frame.raw_feature_points)["point"], list)
+    regular = _cloud_frame([(1.5, 2.5, 3.5), (4.5, 5.5, 6.5)])
+    from_wire = message_document(regular.raw_feature_points)["point"]
+    assert isinstance(from_wire, np.ndarray) and from_wire.dtype == np.float64

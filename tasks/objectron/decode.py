@@ -2,9 +2,12 @@
 
 Training code that reads the shards should not need protobuf schemas, generated modules or
 Objectron's framing rules: `decode_annotation` and `decode_geometry` turn the raw
-`*.pbdata` bytes into dicts of lists, ints, floats, strings and None, with a fixed key order, so
-`json.dumps` of the result is deterministic and can be stored next to the raw files (the build
-writes the twins with orjson: tasks/objectron/decode_pool.py).
+`*.pbdata` bytes into dicts of lists, ints, floats, strings, None and float64 arrays (point
+clouds and other repeated vectors, read straight from the wire: tasks/objectron/lossless.py),
+with a fixed key order, so their JSON is deterministic and can be stored next to the raw files
+(the build writes the twins with orjson and `OPT_SERIALIZE_NUMPY`:
+tasks/objectron/decode_pool.py). Each file is converted once, into the lossless document of
+every field; the flattened views are read from it and share its lists.
 
 Conventions of the output:
 - matrices stay flat and row-major, exactly as stored (3x3 -> 9 floats, 4x4 -> 16 floats);
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from google.protobuf import descriptor, unknown_fields
 from google.protobuf import message as protobuf_message
 
@@ -54,8 +58,9 @@ _WIRE_TYPE = {
     _FD.TYPE_GROUP: 3,
 }  # every other type (ints, bools, enums) is a varint: 0
 
-# ARFrame fields that the decoder does not read; their content is not checked either, so a
-# damaged point cloud does not cost a frame whose camera is intact.
+# ARFrame fields whose content is not checked for wrong wire types, so a damaged point cloud
+# does not cost a frame whose camera is intact (the damaged field is dropped, as protobuf drops
+# it: its values are then null in the lossless document).
 _GEOMETRY_UNCHECKED = frozenset(
     f"{pb.ARCAPTURE_PACKAGE}.ARFrame.{name}" for name in ("plane_anchor", "raw_feature_points")
 )
@@ -125,62 +130,35 @@ def _parse(message_class: Any, data: bytes, what: str) -> Any:
     return message
 
 
-# Repeated floats: protobuf already returns each float32 as the equal Python float; `list()`
-# only turns the repeated container into plain values. The loops below run per frame and per
-# keypoint (tens of thousands of values per sample), so they are written flat: each
-# sub-message fetched once, enum names from plain dicts.
+# The flattened views are read from the lossless documents (tasks/objectron/lossless.py), so a
+# value is converted once and both views hold the same list; they run per frame and per
+# keypoint (thousands per sample), so they are written flat.
+
+_NO_POINT = [0.0, 0.0, 0.0]  # a keypoint without its point message: protobuf's defaults
 
 
-def _enum_names(message_class: Any, enum: str) -> dict[int, str]:
+def _camera(camera: dict[str, Any]) -> dict[str, Any]:
     return {
-        value.number: value.name
-        for value in message_class.DESCRIPTOR.enum_types_by_name[enum].values
+        "intrinsics": camera["intrinsics"],
+        "transform": camera["transform"],
+        "projection_matrix": camera["projection_matrix"],
+        "view_matrix": camera["view_matrix"],
+        "image_width": camera["image_resolution_width"],
+        "image_height": camera["image_resolution_height"],
+        "tracking_state": camera["tracking_state"],
     }
 
 
-_TRACKING_STATES = _enum_names(pb.ARCamera, "TrackingState")
-_OBJECT_TYPES = _enum_names(pb.Object, "Type")
-_OBJECT_METHODS = _enum_names(pb.Object, "Method")
-
-
-def _tracking_state(camera: Any) -> str | int | None:
-    if not camera.HasField("tracking_state"):
-        return None
-    number = camera.tracking_state
-    return _TRACKING_STATES.get(number, number)
-
-
-def _camera(camera: Any) -> dict[str, Any]:
-    has = camera.HasField
+def _object_annotation(annotation: dict[str, Any]) -> dict[str, Any]:
+    keypoints = annotation["keypoints"]
     return {
-        "intrinsics": list(camera.intrinsics),
-        "transform": list(camera.transform),
-        "projection_matrix": list(camera.projection_matrix),
-        "view_matrix": list(camera.view_matrix),
-        "image_width": camera.image_resolution_width if has("image_resolution_width") else None,
-        "image_height": camera.image_resolution_height if has("image_resolution_height") else None,
-        "tracking_state": _tracking_state(camera),
-    }
-
-
-def _object_annotation(annotation: Any) -> dict[str, Any]:
-    keypoint_ids = []
-    keypoints_2d = []
-    keypoints_3d = []
-    for keypoint in annotation.keypoints:
-        keypoint_ids.append(keypoint.id)
-        point = keypoint.point_2d
-        keypoints_2d.append([point.x, point.y, point.depth])
-        point = keypoint.point_3d
-        keypoints_3d.append([point.x, point.y, point.z])
-    return {
-        "object_id": annotation.object_id,
-        "visibility": float(annotation.visibility),
+        "object_id": annotation["object_id"],
+        "visibility": annotation["visibility"],
         # A frame may annotate a subset of the object's keypoints: the id says which one each
         # entry is (an index into the object's `keypoints`), not its position in this list.
-        "keypoint_ids": keypoint_ids,
-        "keypoints_2d": keypoints_2d,
-        "keypoints_3d": keypoints_3d,
+        "keypoint_ids": [keypoint["id"] for keypoint in keypoints],
+        "keypoints_2d": [keypoint["point_2d"] or _NO_POINT for keypoint in keypoints],
+        "keypoints_3d": [keypoint["point_3d"] or _NO_POINT for keypoint in keypoints],
     }
 
 
@@ -227,33 +205,34 @@ def decode_annotation(data: bytes, *, lossless: bool = False) -> dict[str, Any]:
     if problem:
         raise DecodeError(f"annotation: corrupt field: {problem}")
 
+    document = message_document(sequence)
     objects = [
         {
-            "id": obj.id,
-            "category": obj.category,
-            "type": _OBJECT_TYPES.get(obj.type, obj.type),
-            "rotation": list(obj.rotation),
-            "translation": list(obj.translation),
-            "scale": list(obj.scale),
-            "keypoints": [[k.x, k.y, k.z] for k in obj.keypoints],
-            "method": _OBJECT_METHODS.get(obj.method, obj.method),
+            "id": obj["id"],
+            "category": obj["category"],
+            "type": obj["type"],
+            "rotation": obj["rotation"],
+            "translation": obj["translation"],
+            "scale": obj["scale"],
+            "keypoints": [[k["x"], k["y"], k["z"]] for k in obj["keypoints"]],
+            "method": obj["method"],
         }
-        for obj in sequence.objects
+        for obj in document["objects"]
     ]
     frames = [
         {
-            "frame_id": frame.frame_id,
-            "timestamp": float(frame.timestamp),
-            "objects": [_object_annotation(annotation) for annotation in frame.annotations],
-            "camera": _camera(frame.camera) if frame.HasField("camera") else None,
+            "frame_id": frame["frame_id"],
+            "timestamp": frame["timestamp"],
+            "objects": [_object_annotation(annotation) for annotation in frame["annotations"]],
+            "camera": None if frame["camera"] is None else _camera(frame["camera"]),
             # The supporting plane (the table or floor), when the annotator recorded one.
-            "plane_center": list(frame.plane_center) or None,
-            "plane_normal": list(frame.plane_normal) or None,
+            "plane_center": frame["plane_center"] or None,
+            "plane_normal": frame["plane_normal"] or None,
         }
-        for frame in sequence.frame_annotations
+        for frame in document["frame_annotations"]
     ]
     if lossless:
-        return {"objects": objects, "frames": frames, "sequence": message_document(sequence)}
+        return {"objects": objects, "frames": frames, "sequence": document}
     return {"objects": objects, "frames": frames}
 
 
@@ -274,12 +253,12 @@ _NO_CAMERA: dict[str, Any] = dict.fromkeys(
 def decode_geometry(data: bytes, *, points: bool = False, lossless: bool = False) -> dict[str, Any]:
     """Decode an AR metadata file (`geometry.pbdata`: length-framed `ARFrame` records).
 
-    The timestamp and the camera of each frame are decoded (with `points`, also its raw
-    feature points); depth data, light estimate, plane anchors and motion data are skipped.
+    The flattened view holds the timestamp and the camera of each frame (with `points`, also
+    its raw feature points); `lossless` adds every other field too.
 
     Args:
         data: The whole file.
-        points: Add `"raw_feature_points": {"count", "point" ([x, y, z] each, world
+        points: Add `"raw_feature_points": {"count", "point" (an n x 3 float64 array, world
             coordinates), "identifier"}` to each frame (None where the record has none).
         lossless: Add `"records"`: every record as `ARFrame` with every field of the official
             schema (tasks/objectron/lossless.py); the JSON twins have it.
@@ -304,52 +283,48 @@ def decode_geometry(data: bytes, *, points: bool = False, lossless: bool = False
 
     frames: list[dict[str, Any]] = []
     mirror: list[dict[str, Any]] = []
-    to_document = lossless_converter(pb.ARFrame.DESCRIPTOR) if lossless else None
+    to_document = lossless_converter(pb.ARFrame.DESCRIPTOR)
     offset = 0
     for index, record in enumerate(records):
         where = f"geometry record {index} (byte offset {offset})"
         frame = _parse(pb.ARFrame, record, where)
-        if to_document is not None:
-            mirror.append(to_document(frame))
         problem = _wire_type_problem(frame, record, "ARFrame", _GEOMETRY_UNCHECKED)
         if problem:
             raise DecodeError(f"{where}: corrupt field: {problem}")
-        timestamp = float(frame.timestamp) if frame.HasField("timestamp") else None
-        extra = {"raw_feature_points": _feature_points(frame)} if points else {}
-        if not frame.HasField("camera"):
-            frames.append({"timestamp": timestamp, **_NO_CAMERA, **extra})
-            offset += pb.RECORD_HEADER.size + len(record)
-            continue
-        camera = frame.camera
-        has = camera.HasField
-        frames.append(
-            {
-                "timestamp": timestamp,
-                "tracking_state": _tracking_state(camera),
-                "camera_transform": list(camera.transform),
-                "intrinsics": list(camera.intrinsics),
-                "projection_matrix": list(camera.projection_matrix),
-                "view_matrix": list(camera.view_matrix),
-                "image_width": (
-                    camera.image_resolution_width if has("image_resolution_width") else None
-                ),
-                "image_height": (
-                    camera.image_resolution_height if has("image_resolution_height") else None
-                ),
-                **extra,
-            }
-        )
+        document = to_document(frame)
+        mirror.append(document)
+        frames.append(_flat_frame(document, points))
         offset += pb.RECORD_HEADER.size + len(record)
     return {"frames": frames, "records": mirror} if lossless else {"frames": frames}
 
 
-def _feature_points(frame: Any) -> dict[str, Any] | None:
-    """ARKit's sparse point cloud of one frame, world coordinates, with the points' stable ids."""
-    if not frame.HasField("raw_feature_points"):
-        return None
-    cloud = frame.raw_feature_points
+def _flat_frame(record: dict[str, Any], points: bool) -> dict[str, Any]:
+    """One frame of the flattened view, from its record's lossless document."""
+    extra = {"raw_feature_points": _feature_points(record)} if points else {}
+    camera = record["camera"]
+    if camera is None:
+        return {"timestamp": record["timestamp"], **_NO_CAMERA, **extra}
     return {
-        "count": cloud.count if cloud.HasField("count") else None,
-        "point": [[float(p.x), float(p.y), float(p.z)] for p in cloud.point],
-        "identifier": [int(i) for i in cloud.identifier],
+        "timestamp": record["timestamp"],
+        "tracking_state": camera["tracking_state"],
+        "camera_transform": camera["transform"],
+        "intrinsics": camera["intrinsics"],
+        "projection_matrix": camera["projection_matrix"],
+        "view_matrix": camera["view_matrix"],
+        "image_width": camera["image_resolution_width"],
+        "image_height": camera["image_resolution_height"],
+        **extra,
     }
+
+
+def _feature_points(record: dict[str, Any]) -> dict[str, Any] | None:
+    """ARKit's sparse point cloud of one frame, world coordinates (an `n x 3` float64 array; an
+    absent coordinate is protobuf's default 0), with the points' stable ids."""
+    cloud = record["raw_feature_points"]
+    if cloud is None:
+        return None
+    point = cloud["point"]
+    if not isinstance(point, np.ndarray):  # read message by message: absent values are None
+        rows = [[0.0 if c is None else c for c in p] for p in point]
+        point = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    return {"count": cloud["count"], "point": point, "identifier": cloud["identifier"]}

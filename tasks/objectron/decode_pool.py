@@ -58,7 +58,7 @@ def decoded_json(kind: DecodeKind, raw: bytes) -> bytes:
     """
     document = _DECODERS[kind](raw)
     try:
-        return orjson.dumps(document)
+        return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError as exc:  # e.g. a string that is not valid UTF-8
         raise DecodeError(f"{kind}: the decoded content cannot be written as JSON: {exc}") from exc
 
