@@ -264,7 +264,7 @@ def _existing_digest(dest: Storage, files: ShardFiles) -> str:
 
 
 def upload_specs(
-    dest: Storage, specs: Sequence[ShardSpec], *, overwrite: bool = False, threads: int = 16
+    dest: Storage, specs: Sequence[ShardSpec], *, overwrite: bool = False, threads: int = 64
 ) -> SpecUpload:
     """Write every shard's spec files, create-only, after checking the existing ones.
 
