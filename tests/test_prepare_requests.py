@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +18,16 @@ from tasks.parameters import InvalidInput
 from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, read_split_index, split_index_names
 from tasks.specs import ShardFiles, make_spec, upload_specs
-from tasks.storage import GcsStorage, open_storage
+from tasks.storage import (
+    ACCESS_TOKEN_VARIABLE,
+    CREDENTIALS_BLOCK_VARIABLE,
+    GcsStorage,
+    open_storage,
+)
+from tasks.storage.gcs import KEY_FILE_VARIABLE
 from tests.conftest import SourceBucket
 from tests.fault_proxy import FaultPlan, FaultProxy
+from tests.token_server import TokenServer
 
 LATENCY = 0.3  # long enough that requests sent together overlap even on a busy machine
 
@@ -108,3 +116,32 @@ def test_one_connection_per_storage_with_room_for_its_threads(
         list(pool.map(lambda i: dest.create_bytes(f"x-{i}", b"x"), range(64)))
         list(pool.map(lambda i: dest.read_bytes(f"x-{i}"), range(64)))
     assert "Connection pool is full" not in caplog.text
+
+
+def test_default_credentials_are_looked_up_once_and_refreshed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every storage object makes a client; with application default credentials (a key file
+    here, whose token_uri is a local token server) they share one credentials object, so a
+    run fetches one token, not one per stage and per shard."""
+    from google.auth.transport.requests import Request
+
+    from tasks.storage.gcs import connect_gcs, default_credentials
+
+    tokens = TokenServer().start()
+    default_credentials.cache_clear()
+    try:
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+        monkeypatch.delenv(CREDENTIALS_BLOCK_VARIABLE, raising=False)
+        monkeypatch.delenv(ACCESS_TOKEN_VARIABLE, raising=False)
+        monkeypatch.setenv(KEY_FILE_VARIABLE, str(tokens.write_key_file(tmp_path / "key.json")))
+        first, second = connect_gcs(), connect_gcs()
+        credentials = first.session.credentials
+        assert second.session.credentials is credentials
+        assert first.client._credentials is credentials  # the client's requests too
+        credentials.before_request(Request(), "GET", "https://storage.example/x", {})
+        second.session.credentials.before_request(Request(), "GET", "https://x.example", {})
+        assert len(tokens.grants) == 1
+    finally:
+        default_credentials.cache_clear()
+        tokens.stop()

@@ -37,6 +37,7 @@ ACCESS_TOKEN_VARIABLE = "GOOGLE_OAUTH_ACCESS_TOKEN"
 # the key lives in the Prefect server, not on the workers.
 CREDENTIALS_BLOCK_VARIABLE = "OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
+KEY_FILE_VARIABLE = "GOOGLE_APPLICATION_CREDENTIALS"
 
 
 def gcs_credentials(credentials: Any = None) -> tuple[Any, str | None]:
@@ -45,9 +46,7 @@ def gcs_credentials(credentials: Any = None) -> tuple[Any, str | None]:
     block named in OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK; against the emulator
     (STORAGE_EMULATOR_HOST), none; application default credentials; none (anonymous, enough
     for public buckets such as gs://objectron)."""
-    import google.auth
     from google.auth.credentials import AnonymousCredentials
-    from google.auth.exceptions import DefaultCredentialsError
 
     project: str | None = None
     token = os.environ.get(ACCESS_TOKEN_VARIABLE)
@@ -65,10 +64,26 @@ def gcs_credentials(credentials: Any = None) -> tuple[Any, str | None]:
         # The emulator needs none: no default credentials looked up or refreshed.
         credentials = AnonymousCredentials()
     else:
-        try:
-            credentials, project = google.auth.default(scopes=_storage_scopes())
-        except DefaultCredentialsError:
-            credentials = AnonymousCredentials()
+        credentials, project = default_credentials(os.environ.get(KEY_FILE_VARIABLE))
+    return _scoped(credentials), project
+
+
+@functools.lru_cache(maxsize=4)
+def default_credentials(key_file: str | None) -> tuple[Any, str | None]:
+    """Application default credentials with the storage scopes, and their project; anonymous
+    ones when there are none. Looked up once per process (and key file, `key_file` being
+    GOOGLE_APPLICATION_CREDENTIALS): every storage object makes a client, and fresh
+    credentials fetch a token before their first request (a round trip to Google's token
+    endpoint or the metadata server), which a run would otherwise pay per stage and per shard.
+    Shared credentials refresh themselves when their token expires."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, project = google.auth.default(scopes=_storage_scopes())
+    except DefaultCredentialsError:
+        return AnonymousCredentials(), None
     return _scoped(credentials), project
 
 
