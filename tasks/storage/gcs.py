@@ -59,12 +59,14 @@ def gcs_credentials(credentials: Any = None) -> tuple[Any, str | None]:
         register_secret(token)
         credentials = Credentials(token=token)
     elif block:
-        credentials, project = credentials_from_block(block)
+        with _SHARED_CREDENTIALS:  # loaded once, also when threads connect at once
+            credentials, project = credentials_from_block(block)
     elif os.environ.get(EMULATOR_VARIABLE):
         # The emulator needs none: no default credentials looked up or refreshed.
         credentials = AnonymousCredentials()
     else:
-        credentials, project = default_credentials(os.environ.get(KEY_FILE_VARIABLE))
+        with _SHARED_CREDENTIALS:
+            credentials, project = default_credentials(os.environ.get(KEY_FILE_VARIABLE))
     return _scoped(credentials), project
 
 
@@ -131,11 +133,31 @@ def connect_gcs(project: str | None = None, credentials: Any = None) -> GcsConne
     from requests.adapters import HTTPAdapter
 
     credentials, found_project = gcs_credentials(credentials)
+    _first_token(credentials)
     session = AuthorizedSession(credentials, refresh_timeout=REQUEST_TIMEOUT[1])
     for scheme in ("https://", "http://"):  # http: the emulator
         session.mount(scheme, HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
     client = make_gcs_client(project or found_project, credentials, http=session)
     return GcsConnection(client=client, session=session, endpoint=str(client.api_endpoint))
+
+
+# Held while shared credentials are looked up or fetch their first token.
+_SHARED_CREDENTIALS = threading.RLock()
+
+
+def _first_token(credentials: Any) -> None:
+    """Fetch the first token of credentials that have none, once: the same credentials serve
+    every client of the process (a block's, application default ones), and threads connecting
+    at the same moment (the source and destination checks, the builds of a run) would each
+    fetch one. Later refreshes (an expired token) happen per request, as before."""
+    if credentials.valid or getattr(credentials, "token", "") is not None:
+        return
+    from google.auth.transport.requests import Request
+
+    with _SHARED_CREDENTIALS:
+        if not credentials.valid:
+            # Retried as the request it comes before would have been.
+            storage_retry()(credentials.refresh)(Request())
 
 
 @functools.lru_cache(maxsize=8)
