@@ -904,11 +904,16 @@ def render(
          "CPU s runs / server / emulator / proxy; cores busy"],
         detail,
     )  # fmt: skip
-    return (
-        "(a) command-line runs started at once, one shared prefect server\n\n" + part_a
-        + "\n\n(b) deployment runs with parallel_runs on "
-        f"{config.machines} process workers (--limit {config.worker_limit})\n\n" + part_b
-    )  # fmt: skip
+    parts = []  # only the parts measured (--only leaves one out)
+    if cli:
+        parts.append("(a) command-line runs started at once, one shared prefect server\n\n")
+        parts[-1] += part_a
+    if deployed:
+        parts.append(
+            "(b) deployment runs with parallel_runs on "
+            f"{config.machines} process workers (--limit {config.worker_limit})\n\n" + part_b
+        )
+    return "\n\n".join(parts)
 
 
 # --- main ------------------------------------------------------------------------------------
