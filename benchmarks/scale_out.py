@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/scale_out.py                  # 40 shards, 2 repetitions
     .venv/bin/python benchmarks/scale_out.py --quick          # 8 shards, one repetition
     .venv/bin/python benchmarks/scale_out.py --latency 0.1    # seconds added to each request
+    .venv/bin/python benchmarks/scale_out.py --shards 80 --only cli  # a longer steady state
 
 The same plan (convert, `shard_size` 2, `concurrency` 2, 1 MiB chunks, no build limit; stand-in
 video bytes, so no video is decoded; geometry and annotations get their JSON twins, the flow's
@@ -25,8 +26,8 @@ default) is built two ways, side by side in one invocation:
       lead      = last child's start - parent's start (the parent's checks, listing, planning,
                   specs and plan file, then the children's wait for a worker and their start)
       planning  = first child's creation - parent's start (the part of `lead` any run pays)
-      tail      = parent's end - last child's end (its watch interval, its confirming pass
-                  over every shard, the index and the summary)
+      tail      = parent's end - last child's end (its watch interval, reading the stats
+                  the children wrote, the index and the summary)
       overhead per child = (lead + tail) / N
       parent - slowest child = parent's run time - the longest child's run time
       command - parent run = what the deployment run costs around the parent (the command's
@@ -34,14 +35,31 @@ default) is built two ways, side by side in one invocation:
     The shards each run built come from the parent's summary artifact (its own count and one
     line per child); their sum must be the plan.
 
+Beside the wall-clock figures (the headline: what a person waits for), both parts print a
+steady-state throughput: shards committed per second while every run that builds is
+building. From the server's records of the build task runs of the shards each run built (its
+shard table artifact says which), the window runs from the moment the last of those runs
+started its first build to the moment the first of them started its last build (it took the
+last shard it could claim; from then on it winds down); the shards whose build ended inside
+the window (committed: a build task ends after its create-only commit), divided by its length,
+is the steady rate. A single run's steady rate is the same figure over its own builds stage
+(first build start to last build start), and the steady speed-up is rate(N) / rate(1) within a
+repetition. It leaves out what each run pays once (start-up, prepare, finish) and the uneven
+end, so it shows how well the builds themselves divide; the window can be short (a few
+seconds) when the runs start far apart, which `--shards 80` lengthens. "runs building" says
+how many runs built at all (a child that started late may build none).
+
 Where each run's time went comes from the same records: start-up (the process's launch to its
 flow run's start; part a only), prepare (to its first build task: checks, listing, planning,
 specs; a child reads the plan file), builds (first build task's start to the last one's end)
-and finish (index, artifacts). Every run submits a build task for every shard of the plan: the
-ones it claimed it builds, the ones another run committed it confirms (spec, tar header,
-stats; or from the build task's cache, ~0 s, when the builder's record is in its result
-storage); the `built` longest task runs of a measurement are counted as the builds, the rest
-as confirmations.
+and finish (index, artifacts). Every run but a fanning-out parent submits a build task for
+every shard of the plan: the ones it claimed it builds, the ones another run committed it
+confirms (spec, tar header, stats; or from the build task's cache, ~0 s, when the builder's
+record is in its result storage); the `built` longest task runs of a measurement are counted
+as the builds, the rest as confirmations. A fanning-out parent reads its children's stats
+files instead and submits build tasks only for shards left to it (so its stages read `-`
+when the children built everything); the records are read once the server holds all of them
+(`runs_of`).
 
 Each repetition runs every N once, in an order rotated per repetition; a cell reads `median
 (each rep)`. Storage goes through tests/fault_proxy.py's proxy (every request `--latency`
@@ -93,6 +111,7 @@ BIN = Path(sys.executable).parent  # the project's .venv/bin
 POOL = "objectron-wds-process"  # deployments/setup.py's DEFAULT_POOL, prefect.yaml's pool
 DEPLOYMENT = "objectron-to-wds/manual"
 SUMMARY_KEY = "objectron-wds-summary"
+TABLE_KEY = "objectron-wds-shards"  # flows/artifacts.py's shard table
 SOURCE_BUCKET = "scale-out-source"
 HOST_ENV = "OBJECTRON_WDS_HOST"
 STAGES = ("prepare", "builds", "finish")  # of a deployment's runs (no launch time of their own)
@@ -275,15 +294,22 @@ def seconds_between(start: Any, end: Any) -> float | None:
     return float((end - start).total_seconds())
 
 
-def runs_of(api_url: str, dest: str, shards: int, expect: int) -> list[tuple[Any, list[Any]]]:
+def runs_of(
+    api_url: str, dest: str, shards: int, expect: int, planner: UUID | None = None
+) -> list[tuple[Any, list[Any]]]:
     """The flow runs whose name holds `dest` (the runs of one measurement: the flow run name is
     `objectron-to-wds SERIES: SOURCE -> DEST`, a child's the same plus `[build i/N]`) with their
-    task runs, once `expect` runs have ended and each has `shards` finished build task runs (each
-    run submits one per shard: a build or a confirmation), or after 60 s."""
+    task runs, once the server has recorded what exists: `expect` runs have ended; each run
+    but `planner` has `shards` finished build task runs (it submits one per shard: a build or
+    a confirmation); `planner`, a parent that fans out, submits build task runs only for shards
+    left to it (none when its children built them all), so of it only that its task runs have
+    all ended and their number held for one poll. Task runs reach the server through events,
+    after their flow run may have ended: hence the wait. After 60 s, whatever is there."""
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
 
     deadline = time.monotonic() + 60
+    counted: dict[UUID, int] = {}
     with SyncPrefectClient(api_url) as client:
         while True:
             runs = client.read_flow_runs(
@@ -301,15 +327,86 @@ def runs_of(api_url: str, dest: str, shards: int, expect: int) -> list[tuple[Any
                     if len(page) < 200:
                         break
                 found.append((run, tasks))
+            before, counted = counted, {run.id: len(tasks) for run, tasks in found}
             complete = len(found) >= expect and all(
-                run.end_time is not None
-                and sum(t.name.startswith("build ") and t.end_time is not None for t in tasks)
-                >= shards
+                _recorded(run, tasks, shards, run.id == planner, before.get(run.id))
                 for run, tasks in found
             )
             if complete or time.monotonic() > deadline:
                 return found
             time.sleep(2)
+
+
+def _recorded(
+    run: Any, tasks: list[Any], shards: int, planner: bool, tasks_before: int | None
+) -> bool:
+    """Whether the server has recorded all of one run (see `runs_of`)."""
+    if run.end_time is None:
+        return False
+    if planner:
+        return all(t.end_time is not None for t in tasks) and tasks_before == len(tasks)
+    return sum(bool(t.name.startswith("build ") and t.end_time) for t in tasks) >= shards
+
+
+def shards_built_by(api_url: str, run_ids: list[UUID]) -> dict[str, UUID]:
+    """Shard -> the run that built it, from each run's shard table artifact (status built)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    built_by: dict[str, UUID] = {}
+    with SyncPrefectClient(api_url) as client:
+        for run_id in run_ids:
+            for table in client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                    key=ArtifactFilterKey(any_=[TABLE_KEY]),
+                )
+            ):
+                data: Any = table.data
+                rows = json.loads(data) if isinstance(data, str) else data or []
+                for row in rows:
+                    if row.get("status") == "built":
+                        built_by[row["shard"]] = run_id
+    return built_by
+
+
+def steady_state(recorded: list[tuple[Any, list[Any]]], api_url: str) -> dict[str, Any]:
+    """Shards committed per second while every run that built was building (the docstring's
+    "steady state"): from the moment the last of them started its first build to the moment
+    the first of them started its last one (it took the last shard it could claim: from then
+    on it winds down), the builds that ended (committed their shard) inside that window, over
+    its length. The build task runs of the shards each run built (its table artifact) give
+    the times, all from the server's clock."""
+    built_by = shards_built_by(api_url, [run.id for run, _tasks in recorded])
+    spans: dict[UUID, list[tuple[float, float]]] = {}
+    for run, tasks in recorded:
+        for task in tasks:
+            shard = task.name.removeprefix("build ")
+            if (
+                task.name.startswith("build ")
+                and task.start_time
+                and task.end_time
+                and built_by.get(shard) == run.id
+            ):
+                spans.setdefault(run.id, []).append(
+                    (task.start_time.timestamp(), task.end_time.timestamp())
+                )
+    if not spans:
+        return {}
+    began = max(min(start for start, _end in each) for each in spans.values())
+    out = min(max(start for start, _end in each) for each in spans.values())
+    committed = sum(began < end <= out for each in spans.values() for _start, end in each)
+    window = out - began
+    return {
+        "builders": len(spans),
+        "window": window,
+        "committed": committed,
+        "rate": committed / window if window > 0 and committed else None,
+    }
 
 
 def stages(run: Any, tasks: list[Any], launched: Any = None) -> dict[str, Any]:
@@ -418,6 +515,7 @@ def cli_round(stack: Stack, runs: int, rep: int) -> dict[str, Any]:
     }
     recorded = runs_of(stack.server.api_url, dest, c.shards, expect=runs)
     result["stages"] = [stages(run, tasks, launched) for run, tasks in recorded]
+    result["steady"] = steady_state(recorded, stack.server.api_url)
     builds, confirms = split_tasks(
         [x for st in result["stages"] for x in st["task_seconds"]],
         sum(b or 0 for b in result["built"]),
@@ -429,9 +527,18 @@ def cli_round(stack: Stack, runs: int, rep: int) -> dict[str, Any]:
         f"{median(builds):.1f} s x {len(builds)}, confirmation {median(confirms):.1f} s x "
         f"{len(confirms)}; CPU runs {cpu['runs']:.0f} s, server {cpu['server']:.0f} s, "
         f"emulator {cpu['emulator']:.0f} s, proxy {cpu['proxy']:.0f} s; "
-        f"load {result['load']:.2f}"
+        f"load {result['load']:.2f}; steady {steady_text(result.get('steady'))}"
     )
     return result
+
+
+def steady_text(steady: dict[str, Any] | None) -> str:
+    if not steady or not steady.get("rate"):
+        return "-"
+    return (
+        f"{steady['rate']:.2f} shards/s ({steady['committed']} in {steady['window']:.1f} s, "
+        f"{steady['builders']} runs building)"
+    )
 
 
 def stage_text(records: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> str:
@@ -518,7 +625,10 @@ def fan_out_record(stack: Stack, parent_id: UUID, dest: str) -> dict[str, Any]:
                 key=ArtifactFilterKey(any_=[SUMMARY_KEY]),
             )
         )
-    recorded = runs_of(stack.server.api_url, dest, stack.config.shards, 1 + len(children))
+    recorded = runs_of(
+        stack.server.api_url, dest, stack.config.shards, 1 + len(children),
+        planner=parent_id if children else None,
+    )  # fmt: skip
     stage_of = {str(run.id): stages(run, tasks) for run, tasks in recorded}
     markdown = str(artifacts[0].data) if artifacts else ""
     own = re.search(r"shards planned: (\d+); built: (\d+)", markdown)
@@ -536,6 +646,7 @@ def fan_out_record(stack: Stack, parent_id: UUID, dest: str) -> dict[str, Any]:
         "parent_machine": machine_of(stack, parent_id),
         "parent_stages": stage_of.get(str(parent_id), {}),
         "children": [],
+        "steady": steady_state(recorded, stack.server.api_url),
     }
     for child in sorted(children, key=lambda run: run.name or ""):
         state, built = child_lines.get(str(child.id), (None, None))
@@ -620,7 +731,8 @@ def deployment_round(stack: Stack, parallel_runs: int, rep: int) -> dict[str, An
         f"{median(builds):.1f} s x {len(builds)}, confirmation {median(confirms):.1f} s x "
         f"{len(confirms)}; CPU runs {cpu['runs']:.0f} s, "
         f"server {cpu['server']:.0f} s, emulator {cpu['emulator']:.0f} s, proxy "
-        f"{cpu['proxy']:.0f} s; load {record['load']:.2f}"
+        f"{cpu['proxy']:.0f} s; load {record['load']:.2f}; steady "
+        f"{steady_text(record.get('steady'))}"
     )
     return record
 
@@ -658,6 +770,33 @@ def speedups(records: dict[int, list[dict[str, Any]]], n: int) -> list[float]:
     return [by_rep[r["rep"]] / r["wall"] for r in records[n] if r["rep"] in by_rep]
 
 
+def steady_rates(records: list[dict[str, Any]]) -> list[float]:
+    return [r["steady"]["rate"] for r in records if (r.get("steady") or {}).get("rate")]
+
+
+def steady_speedups(records: dict[int, list[dict[str, Any]]], n: int) -> list[float]:
+    """steady rate(n) / steady rate(1) within each repetition."""
+    by_rep = {r["rep"]: r["steady"]["rate"] for r in records.get(1, []) if steady_rates([r])}
+    return [
+        r["steady"]["rate"] / by_rep[r["rep"]]
+        for r in records[n]
+        if r["rep"] in by_rep and steady_rates([r])
+    ]
+
+
+def steady_cell(records: list[dict[str, Any]]) -> str:
+    """`rate (each rep)`, then the window's median length, shards in it and runs building."""
+    windows = [r["steady"] for r in records if (r.get("steady") or {}).get("rate")]
+    if not windows:
+        return "-"
+    return (
+        f"{cell(steady_rates(records), 2)}; {median([w['window'] for w in windows]):.1f} s, "
+        f"{median([w['committed'] for w in windows]):.0f} shards, "
+        + "/".join(str(w["builders"]) for w in windows)
+        + " building"
+    )
+
+
 def tasks_cell(records: list[dict[str, Any]]) -> str:
     """Build task runs split into builds and confirmations: median seconds x count per rep."""
     builds = [x for r in records for x in r.get("build_task_seconds", [])]
@@ -687,7 +826,8 @@ def render(
         )
         head.append([
             str(n), cell(walls), cell([shards / w for w in walls], 2),
-            cell(ups, 2) if n != 1 else "1", f">= {target}x" if target else "-", met, built,
+            cell(ups, 2) if n != 1 else "1", f">= {target}x" if target else "-", met,
+            steady_cell(records), cell(steady_speedups(cli, n), 2) if n != 1 else "1", built,
         ])  # fmt: skip
         detail.append([
             str(n), stage_text([st for r in records for st in r.get("stages", [])]),
@@ -695,6 +835,7 @@ def render(
         ])  # fmt: skip
     part_a = table(
         ["runs at once", "wall s", "shards/s", "speed-up vs 1 run", "target", "met",
+         "steady shards/s; window, shards in it, runs building", "steady speed-up vs 1 run",
          "built per run = sum"],
         head,
     ) + "\n\n" + table(
@@ -732,7 +873,9 @@ def render(
             str(n), cell(walls), cell([shards / w for w in walls], 2),
             cell(ups, 2) if n != 1 else "1", cell(values("parent_seconds")),
             cell(values("parent_minus_slowest")) if n > 1 else "-",
-            cell(values("overhead_per_child")) if n > 1 else "-", built, states,
+            cell(values("overhead_per_child")) if n > 1 else "-",
+            steady_cell(records), cell(steady_speedups(deployed, n), 2) if n != 1 else "1",
+            built, states,
         ])  # fmt: skip
         parent_stages = stage_text([r.get("parent_stages", {}) for r in records], STAGES)
         child_stages = stage_text(
@@ -750,6 +893,7 @@ def render(
     part_b = table(
         ["parallel_runs", "wall s (command)", "shards/s", "speed-up vs 1", "parent run s",
          "parent - slowest child s", "fan-out overhead per child s",
+         "steady shards/s; window, shards in it, runs building", "steady speed-up vs 1",
          "built parent+children = sum", "state (children)"],
         head,
     ) + "\n\n" + table(
@@ -760,11 +904,16 @@ def render(
          "CPU s runs / server / emulator / proxy; cores busy"],
         detail,
     )  # fmt: skip
-    return (
-        "(a) command-line runs started at once, one shared prefect server\n\n" + part_a
-        + "\n\n(b) deployment runs with parallel_runs on "
-        f"{config.machines} process workers (--limit {config.worker_limit})\n\n" + part_b
-    )  # fmt: skip
+    parts = []  # only the parts measured (--only leaves one out)
+    if cli:
+        parts.append("(a) command-line runs started at once, one shared prefect server\n\n")
+        parts[-1] += part_a
+    if deployed:
+        parts.append(
+            "(b) deployment runs with parallel_runs on "
+            f"{config.machines} process workers (--limit {config.worker_limit})\n\n" + part_b
+        )
+    return "\n\n".join(parts)
 
 
 # --- main ------------------------------------------------------------------------------------

@@ -290,11 +290,9 @@ def _api_url_configured() -> bool:
 
 
 def _check_locations(values: dict[str, Any], flow_name: str) -> None:
-    from tasks.checks import check_listing_file, check_locations
+    from tasks.checks import check_locations
 
-    check_locations(values["source"], values["dest"])
-    if values["listing_file"]:
-        check_listing_file(values["listing_file"])
+    check_locations(values["source"], values["dest"], values["listing_file"], remember=True)
     if values["parallel_runs"] > 1:
         from flows.fanout import named_deployment
 

@@ -12,7 +12,6 @@ divide the plan between them, and each ends only when the whole plan is complete
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from flows.backpressure import ServerBackPressure
 from tasks.build import STATUS_CACHED, build, run_owner
 from tasks.claims import POLL_SECONDS, HeldClaim, claim_name, release, try_claim
 from tasks.policy import existing_tag_limit
-from tasks.specs import SpecUpload
+from tasks.specs import SpecUpload, shard_prefix
 from tasks.stats import ShardStats
 from tasks.storage import Storage, open_storage
 
@@ -143,12 +142,6 @@ class _SharedPlan:
             f"{shard}: already being built by {holder}; building other shards first, then "
             "coming back to it"
         )
-
-
-def shard_prefix(shards: list[str]) -> str:
-    """What every shard name of a plan starts with (of characters, not path components:
-    "objectron-0000"), so a listing of the destination need only cover that."""
-    return os.path.commonprefix(shards) if shards else ""  # noqa: RUF071
 
 
 def _release(held: HeldClaim) -> None:

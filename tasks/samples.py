@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from prefect import get_run_logger, task
@@ -18,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.members import ANNOTATION, GEOMETRY, VIDEO
 from tasks.policy import RETRY_POLICY, redact_errors
-from tasks.storage import ObjectInfo
+from tasks.storage import ObjectInfo, Storage
 
 # Member extensions inside the tar, in the order they are written for each sample.
 
@@ -85,6 +86,13 @@ class Assembly:
 def split_index_names(objects: Iterable[ObjectInfo]) -> list[str]:
     """The split index files (`v1/index/CLASS_annotations_train|test`) among the objects."""
     return [info.name for info in objects if _SPLIT_INDEX_NAME.match(info.name)]
+
+
+def read_split_index(source: Storage, names: list[str], *, threads: int = 32) -> dict[str, bytes]:
+    """The contents of the split index files `names`, read at once (18 small files in the
+    Objectron bucket: one round trip each, none depending on another)."""
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="read index") as pool:
+        return dict(zip(names, pool.map(source.read_bytes, names), strict=True))
 
 
 def parse_split_index(files: Mapping[str, bytes]) -> dict[str, str]:
@@ -176,7 +184,7 @@ def assemble(
 
     logger = get_run_logger()
     source = open_storage(source_url)
-    index_files = {name: source.read_bytes(name) for name in split_index_names(objects)}
+    index_files = read_split_index(source, split_index_names(objects))
     splits = parse_split_index(index_files)
     if split != "all" and not splits:
         raise ValueError(

@@ -59,6 +59,11 @@ class FaultPlan:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: a burst of new connections (a client issuing dozens
+    # of requests at once) then loses SYNs and waits out TCP's 1 s retransmission, a delay no
+    # real storage service adds.
+    request_queue_size = 128
+
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # resets are the point; the default prints a traceback for each
 
@@ -71,6 +76,9 @@ class FaultProxy:
         self.plan = plan or FaultPlan()
         self.injected: Counter[str] = Counter()
         self.requests = 0
+        # (arrival, answer, method, path) of every request handled, wall-clock seconds, in the
+        # order answered: how many a client had in flight at once, and when.
+        self.handled: list[tuple[float, float, str, str]] = []
         self.authorizations: set[str] = set()
         self.without_authorization = 0  # requests that carried no Authorization header
         self._rng = random.Random(self.plan.seed)
@@ -91,6 +99,17 @@ class FaultProxy:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def max_in_flight(self, since: float = 0.0) -> int:
+        """The most requests (arrived at `since` or later) that were in flight at once."""
+        with self._lock:
+            spans = [(a, b) for a, b, _m, _p in self.handled if a >= since]
+        edges = sorted([(a, 1) for a, _b in spans] + [(b, -1) for _a, b in spans])
+        most = now = 0
+        for _at, step in edges:
+            now += step
+            most = max(most, now)
+        return most
 
     def set_plan(self, plan: FaultPlan) -> None:
         with self._lock:
@@ -157,6 +176,14 @@ class FaultProxy:
                 self.wfile.write(body)
 
             def _handle(self) -> None:
+                arrived = time.time()
+                try:
+                    self._handle_request()
+                finally:
+                    with proxy._lock:
+                        proxy.handled.append((arrived, time.time(), self.command, self.path))
+
+            def _handle_request(self) -> None:
                 if proxy.plan.latency_seconds:
                     time.sleep(proxy.plan.latency_seconds)
                 if self.headers.get("Authorization"):

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import io
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -36,6 +37,7 @@ ACCESS_TOKEN_VARIABLE = "GOOGLE_OAUTH_ACCESS_TOKEN"
 # the key lives in the Prefect server, not on the workers.
 CREDENTIALS_BLOCK_VARIABLE = "OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK"
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
+KEY_FILE_VARIABLE = "GOOGLE_APPLICATION_CREDENTIALS"
 
 
 def gcs_credentials(credentials: Any = None) -> tuple[Any, str | None]:
@@ -44,9 +46,7 @@ def gcs_credentials(credentials: Any = None) -> tuple[Any, str | None]:
     block named in OBJECTRON_WDS_GCP_CREDENTIALS_BLOCK; against the emulator
     (STORAGE_EMULATOR_HOST), none; application default credentials; none (anonymous, enough
     for public buckets such as gs://objectron)."""
-    import google.auth
     from google.auth.credentials import AnonymousCredentials
-    from google.auth.exceptions import DefaultCredentialsError
 
     project: str | None = None
     token = os.environ.get(ACCESS_TOKEN_VARIABLE)
@@ -59,21 +59,40 @@ def gcs_credentials(credentials: Any = None) -> tuple[Any, str | None]:
         register_secret(token)
         credentials = Credentials(token=token)
     elif block:
-        credentials, project = credentials_from_block(block)
+        with _SHARED_CREDENTIALS:  # loaded once, also when threads connect at once
+            credentials, project = credentials_from_block(block)
     elif os.environ.get(EMULATOR_VARIABLE):
         # The emulator needs none: no default credentials looked up or refreshed.
         credentials = AnonymousCredentials()
     else:
-        try:
-            credentials, project = google.auth.default(scopes=_storage_scopes())
-        except DefaultCredentialsError:
-            credentials = AnonymousCredentials()
+        with _SHARED_CREDENTIALS:
+            credentials, project = default_credentials(os.environ.get(KEY_FILE_VARIABLE))
     return _scoped(credentials), project
 
 
-def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
+@functools.lru_cache(maxsize=4)
+def default_credentials(key_file: str | None) -> tuple[Any, str | None]:
+    """Application default credentials with the storage scopes, and their project; anonymous
+    ones when there are none. Looked up once per process (and key file, `key_file` being
+    GOOGLE_APPLICATION_CREDENTIALS): every storage object makes a client, and fresh
+    credentials fetch a token before their first request (a round trip to Google's token
+    endpoint or the metadata server), which a run would otherwise pay per stage and per shard.
+    Shared credentials refresh themselves when their token expires."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, project = google.auth.default(scopes=_storage_scopes())
+    except DefaultCredentialsError:
+        return AnonymousCredentials(), None
+    return _scoped(credentials), project
+
+
+def make_gcs_client(project: str | None = None, credentials: Any = None, http: Any = None) -> Any:
     """A storage client with `credentials`, or those `gcs_credentials` finds; against the
-    emulator (STORAGE_EMULATOR_HOST) when it is set, with the credentials sent as to GCS."""
+    emulator (STORAGE_EMULATOR_HOST) when it is set, with the credentials sent as to GCS. Its
+    requests go through `http` (a requests session) when given, else a session of its own."""
     import google.cloud.storage as storage
 
     credentials, found_project = gcs_credentials(credentials)
@@ -84,15 +103,24 @@ def make_gcs_client(project: str | None = None, credentials: Any = None) -> Any:
             project=project or "objectron-wds",
             credentials=credentials,
             client_options={"api_endpoint": emulator},
+            _http=http,
         )
-    return storage.Client(project=project, credentials=credentials)
+    return storage.Client(project=project, credentials=credentials, _http=http)
+
+
+# Connections kept open per storage object. requests keeps 10 per host, and the stages that
+# issue independent requests at once (specs, index files, stats: 16-64 threads) would otherwise
+# open a new connection for most requests and drop it after (urllib3's "Connection pool is
+# full"): against GCS a TLS handshake each, i.e. more round trips than the request itself.
+POOL_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
 class GcsConnection:
     """A storage client (metadata, listings, small uploads) and an authorized session (media
-    reads, resumable uploads) that share one credentials object, so a token is fetched once
-    for both, and the endpoint both talk to."""
+    reads, resumable uploads): the client sends its requests through the same session, so they
+    share one credentials object (a token is fetched once for both) and one pool of
+    connections; and the endpoint both talk to."""
 
     client: Any  # google.cloud.storage.Client
     session: Any  # google.auth.transport.requests.AuthorizedSession
@@ -102,11 +130,34 @@ class GcsConnection:
 def connect_gcs(project: str | None = None, credentials: Any = None) -> GcsConnection:
     """A client and a session on the credentials `gcs_credentials` resolves (once, for both)."""
     from google.auth.transport.requests import AuthorizedSession
+    from requests.adapters import HTTPAdapter
 
     credentials, found_project = gcs_credentials(credentials)
-    client = make_gcs_client(project or found_project, credentials)
+    _first_token(credentials)
     session = AuthorizedSession(credentials, refresh_timeout=REQUEST_TIMEOUT[1])
+    for scheme in ("https://", "http://"):  # http: the emulator
+        session.mount(scheme, HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
+    client = make_gcs_client(project or found_project, credentials, http=session)
     return GcsConnection(client=client, session=session, endpoint=str(client.api_endpoint))
+
+
+# Held while shared credentials are looked up or fetch their first token.
+_SHARED_CREDENTIALS = threading.RLock()
+
+
+def _first_token(credentials: Any) -> None:
+    """Fetch the first token of credentials that have none, once: the same credentials serve
+    every client of the process (a block's, application default ones), and threads connecting
+    at the same moment (the source and destination checks, the builds of a run) would each
+    fetch one. Later refreshes (an expired token) happen per request, as before."""
+    if credentials.valid or getattr(credentials, "token", "") is not None:
+        return
+    from google.auth.transport.requests import Request
+
+    with _SHARED_CREDENTIALS:
+        if not credentials.valid:
+            # Retried as the request it comes before would have been.
+            storage_retry()(credentials.refresh)(Request())
 
 
 @functools.lru_cache(maxsize=8)
@@ -159,14 +210,18 @@ class GcsStorage(Storage):
         self.prefix = prefix
         self.url = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
         self._connection: GcsConnection | None = None
+        self._connecting = threading.Lock()
         self._retry = storage_retry()
 
     @property
     def connection(self) -> GcsConnection:
-        # Created lazily, in the process and thread that uses it: clients do not pickle, and
-        # tasks may run on Dask workers.
+        # Created lazily, in the process that uses it: clients do not pickle, and tasks may run
+        # on Dask workers. Once: the stages that issue requests from many threads at once would
+        # otherwise each make a client (and look up credentials) of their own.
         if self._connection is None:
-            self._connection = connect_gcs()
+            with self._connecting:
+                if self._connection is None:
+                    self._connection = connect_gcs()
         return self._connection
 
     @property
@@ -180,7 +235,12 @@ class GcsStorage(Storage):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_connection"] = None
+        del state["_connecting"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._connecting = threading.Lock()
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
