@@ -84,9 +84,14 @@ def test_spec_files_are_written_at_once(
         files = ShardFiles(spec.base)
         assert dest.read_bytes(files.spec) == spec.to_json()
         assert dest.read_bytes(files.tarp) == spec.tarp_lines().encode()
-    # A second run of the same plan confirms every spec: nothing written, nothing refused.
+    # A second run of the same plan confirms every spec: nothing written, nothing refused, and
+    # nothing read back (the listing's MD5 of each stored spec is that of the run's own).
+    since = time.time()
     again = upload_specs(open_storage(new_bucket), specs)
     assert again.written == [] and sorted(again.unchanged) == sorted(s.shard for s in specs)
+    spec_names = {ShardFiles(spec.base).spec for spec in specs}
+    asked = [path for arrived, _, _, path in slow_proxy.handled if arrived >= since]
+    assert asked and [path for path in asked if any(name in path for name in spec_names)] == []
 
 
 def test_when_several_checks_fail_the_source_is_named_first(fake_gcs: object) -> None:
