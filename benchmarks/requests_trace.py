@@ -44,6 +44,7 @@ from benchmarks.scale_out import (
     SOURCE_BUCKET,
     ScaleOutConfig,
     Stack,
+    convert_command,
     runs_of,
     stages,
     start_latency_proxy,
@@ -95,12 +96,7 @@ def describe(method: str, path: str) -> str:
 def trace_run(stack: Stack, label: str) -> dict[str, Any]:
     c = stack.config
     dest = stack.new_dest(label)
-    args = [
-        sys.executable, "-m", "flows.cli", "convert", "--source", f"gs://{SOURCE_BUCKET}",
-        "--dest", dest, "--shard-size", str(c.shard_size), "--concurrency", str(c.concurrency),
-        "--chunk-size-mib", str(c.chunk_mib), "--concurrency-limit", "none", "--json",
-        "--no-progress",
-    ]  # fmt: skip
+    args = convert_command(stack, dest)
     env = stack.command_env(label)
     launched = datetime.now(UTC)
     process = ManagedProcess(

@@ -103,6 +103,7 @@ if __package__ in (None, ""):  # `python benchmarks/scale_out.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ROOT, PrefectServer, machine_facts, median
+from flows.artifacts import TABLE_KEY
 from tasks.fake_gcs import FakeGcsServer
 from tasks.processes import ManagedProcess, prefect_env
 
@@ -111,7 +112,6 @@ BIN = Path(sys.executable).parent  # the project's .venv/bin
 POOL = "objectron-wds-process"  # deployments/setup.py's DEFAULT_POOL, prefect.yaml's pool
 DEPLOYMENT = "objectron-to-wds/manual"
 SUMMARY_KEY = "objectron-wds-summary"
-TABLE_KEY = "objectron-wds-shards"  # flows/artifacts.py's shard table
 SOURCE_BUCKET = "scale-out-source"
 HOST_ENV = "OBJECTRON_WDS_HOST"
 STAGES = ("prepare", "builds", "finish")  # of a deployment's runs (no launch time of their own)
@@ -452,15 +452,21 @@ def summary_of(log_text: str) -> dict[str, Any] | None:
     return None
 
 
-def cli_round(stack: Stack, runs: int, rep: int) -> dict[str, Any]:
+def convert_command(stack: Stack, dest: str) -> list[str]:
+    """The command line of one `convert` run of the benchmark's plan into `dest`."""
     c = stack.config
-    dest = stack.new_dest(f"cli-{runs}")
-    args = [
+    return [
         sys.executable, "-m", "flows.cli", "convert", "--source", f"gs://{SOURCE_BUCKET}",
         "--dest", dest, "--shard-size", str(c.shard_size), "--concurrency", str(c.concurrency),
         "--chunk-size-mib", str(c.chunk_mib), "--concurrency-limit", "none", "--json",
         "--no-progress",
     ]  # fmt: skip
+
+
+def cli_round(stack: Stack, runs: int, rep: int) -> dict[str, Any]:
+    c = stack.config
+    dest = stack.new_dest(f"cli-{runs}")
+    args = convert_command(stack, dest)
     logs = stack.work / "cli-logs"
     # The runs of one measurement share a machine: one PREFECT_HOME (so one local result
     # storage: a run confirming a shard another committed may find the builder's cache record),

@@ -28,18 +28,12 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from flows.artifacts import TABLE_KEY, RunReport
-from flows.shards import (
-    BuildOutcome,
-    ShardsFailed,
-    build_planned_shards,
-    failed_message,
-    shard_prefix,
-)
+from flows.shards import BuildOutcome, ShardsFailed, build_planned_shards, failed_message
 from tasks.build import STATUS_BUILT, existing_shard_stats, recorded_shard_stats
 from tasks.claims import Claim, configured_lease_seconds, is_live
 from tasks.parameters import InvalidInput
 from tasks.plan_file import PlanFile, read_plan_file, write_plan_file
-from tasks.specs import SpecUpload, read_spec
+from tasks.specs import SpecUpload, read_spec, shard_prefix
 from tasks.stats import ShardStats
 from tasks.storage import ObjectNotFound, Storage, open_storage
 

@@ -44,7 +44,6 @@ _FD = descriptor.FieldDescriptor
 Converter = Callable[[Any], Any]
 _converters: dict[str, Converter] = {}
 _FLOATS = {_FD.TYPE_FLOAT: (5, "<f4", 4), _FD.TYPE_DOUBLE: (1, "<f8", 8)}  # wire type, dtype, size
-_FLOATS_SIZE = {"<f4": 4, "<f8": 8}
 
 
 def message_document(message: Any) -> dict[str, Any]:
@@ -78,6 +77,7 @@ def _compile(message_type: descriptor.Descriptor) -> Converter:
     valid Python names and string keys as they are.
     """
     namespace: dict[str, Any] = {"b64": _base64}
+    vector = is_vector(message_type)
     entries = []
     wire_fields: list[int] = []  # the repeated vector fields, read from the wire when they can be
     for number, field in enumerate(message_type.fields):
@@ -114,11 +114,9 @@ def _compile(message_type: descriptor.Descriptor) -> Converter:
             expression = one.format(value, value)
             if field.has_presence:
                 expression = f"{expression} if m.HasField({name!r}) else None"
-        entries.append(expression if is_vector(message_type) else f"{name!r}: {expression}")
-    if is_vector(message_type):
-        body = "[" + ", ".join(entries) + "]"
-    else:
-        body = "{" + ", ".join(entries) + "}"
+        entries.append(expression if vector else f"{name!r}: {expression}")
+    opening, closing = "[]" if vector else "{}"
+    body = opening + ", ".join(entries) + closing
     source = "def convert(m):\n"
     if wire_fields:
         namespace["from_wire"] = _from_wire
@@ -173,6 +171,7 @@ class _RepeatedVectors:
         self.stride = len(template)
         self.components = len(components)
         self.first_value = len(template) - len(body) + 1
+        self.component_stride = size + 1  # a component's tag byte and value
         value_bytes = {self.first_value + i * (size + 1) + k for i in range(self.components)
                        for k in range(size)}  # fmt: skip
         # (offset in the stride, the byte every element has there)
@@ -193,7 +192,7 @@ class _RepeatedVectors:
             dtype=self.dtype,
             buffer=data,
             offset=start + self.first_value,
-            strides=(self.stride, _FLOATS_SIZE[self.dtype] + 1),
+            strides=(self.stride, self.component_stride),
         )
         return values.astype(np.float64)
 
