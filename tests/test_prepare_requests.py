@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from tasks.listing import SOURCE_PREFIXES, list_source_api
 from tasks.parameters import InvalidInput
 from tasks.planning import plan_shards
 from tasks.samples import assemble_samples, read_split_index, split_index_names
-from tasks.specs import ShardFiles, make_spec, upload_specs
+from tasks.specs import PlanConflict, ShardFiles, make_spec, upload_specs
 from tasks.storage import (
     ACCESS_TOKEN_VARIABLE,
     CREDENTIALS_BLOCK_VARIABLE,
     GcsStorage,
+    ObjectInfo,
     open_storage,
 )
 from tasks.storage.gcs import KEY_FILE_VARIABLE
@@ -92,6 +94,50 @@ def test_spec_files_are_written_at_once(
     spec_names = {ShardFiles(spec.base).spec for spec in specs}
     asked = [path for arrived, _, _, path in slow_proxy.handled if arrived >= since]
     assert asked and [path for path in asked if any(name in path for name in spec_names)] == []
+
+
+def test_runs_started_at_once_confirm_each_others_spec_files_by_one_listing(
+    sample_bucket: SourceBucket,
+    new_bucket: str,
+    slow_proxy: FaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    samples = assemble_samples(list_source_api(sample_bucket.storage)).samples
+    specs = [make_spec(plan, sample_bucket.url) for plan in plan_shards(samples, shard_size=2)]
+    upload_specs(open_storage(new_bucket), specs)
+    # A run that listed the destination before the first run's creates landed (all runs of a
+    # plan started at once do): its listing is empty, and each of its creates finds the file.
+    late = open_storage(new_bucket)
+    listings: list[str] = []
+    real_list = late.list
+
+    def listed_before_the_other_run_wrote(prefix: str = "") -> Iterator[ObjectInfo]:
+        listings.append(prefix)
+        return iter(()) if len(listings) == 1 else real_list(prefix)
+
+    monkeypatch.setattr(late, "list", listed_before_the_other_run_wrote)
+    since = time.time()
+    again = upload_specs(late, specs)
+    assert again.written == [] and sorted(again.unchanged) == sorted(s.shard for s in specs)
+    assert len(listings) == 2  # the stale one, then one to confirm every file it found
+    spec_files = {n for s in specs for n in (ShardFiles(s.base).spec, ShardFiles(s.base).tarp)}
+    reads = [
+        path
+        for arrived, _, method, path in slow_proxy.handled
+        if arrived >= since and method == "GET" and any(name in path for name in spec_files)
+    ]
+    assert reads == []
+
+    # Another plan's run on the same destination, started at the same moment: refused by name.
+    other = [make_spec(plan, sample_bucket.url) for plan in plan_shards(samples, shard_size=3)]
+    late_other = open_storage(new_bucket)
+    listings.clear()
+    real_list = late_other.list
+    monkeypatch.setattr(late_other, "list", listed_before_the_other_run_wrote)
+    with pytest.raises(
+        PlanConflict, match=r"objectron-0+\.(txt|spec\.json) exists with different content"
+    ):
+        upload_specs(late_other, other)
 
 
 def test_when_several_checks_fail_the_source_is_named_first(fake_gcs: object) -> None:
