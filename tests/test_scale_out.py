@@ -21,7 +21,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from uuid import UUID
 import pytest
 
 from deployments.setup import DEFAULT_POOL
+from flows.artifacts import PROGRESS_KEY
 from tasks.claims import Claim
 from tasks.fake_gcs import FakeGcsServer
 from tasks.objectron.sample_data import write_sample_dataset
@@ -176,13 +177,21 @@ def start_fan_out(scale: ScaleStack, dest: str) -> UUID:
     return UUID(match.group(1))
 
 
-def wait_final(scale: ScaleStack, run_id: UUID, timeout: float) -> Any:
+def wait_final(
+    scale: ScaleStack,
+    run_id: UUID,
+    timeout: float,
+    while_running: Callable[[], None] | None = None,
+) -> Any:
+    """The run once it is in a final state; `while_running` is called at each poll before."""
     deadline = time.monotonic() + timeout
     with scale.client() as client:
         while time.monotonic() < deadline:
             run = client.read_flow_run(run_id)
             if run.state is not None and run.state.is_final():
                 return run
+            if while_running is not None:
+                while_running()
             time.sleep(2)
     pytest.fail(f"flow run {run_id} did not finish within {timeout:.0f} s")
 
@@ -217,12 +226,40 @@ def summary_markdown(scale: ScaleStack, run_id: UUID) -> str:
     return str(artifact.data)
 
 
+def progress_of(scale: ScaleStack, run_id: UUID) -> float | None:
+    """The run's progress artifact (percent of the plan's shards finished), once it has one."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with scale.client() as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                key=ArtifactFilterKey(any_=[PROGRESS_KEY]),
+            )
+        )
+    return float(found[0].data) if found else None
+
+
 def test_parallel_runs_builds_the_plan_on_three_machines(
     scale: ScaleStack, single_run: dict[str, bytes]
 ) -> None:
     parent = start_fan_out(scale, "gs://scale-three")
-    final = wait_final(scale, parent, timeout=400)
+    readings: list[float | None] = []
+    final = wait_final(
+        scale,
+        parent,
+        timeout=400,
+        while_running=lambda: readings.append(progress_of(scale, parent)),
+    )
     assert final.state.type.value == "COMPLETED", final.state
+    # The parent builds nothing while its children do, yet its progress counts the plan's
+    # shards as they appear at the destination, whoever built them.
+    assert any(p is not None and 0 < p < 100 for p in readings), readings
+    assert progress_of(scale, parent) == 100.0
     children = children_of(scale, parent)
     assert len(children) == 3
     assert all(child.state.type.value == "COMPLETED" for child in children)
